@@ -1,0 +1,88 @@
+/**
+ * `ambit controller --manifests DIR --ca-dir DIR --listen HOST:PORT [--trust-domain TD]`
+ * Runs until SIGTERM/SIGINT, then stops gracefully (agents keep their config and reconnect later).
+ */
+import { isIP } from 'node:net';
+import { parseArgs } from 'node:util';
+import { Controller } from '../controller/controller.ts';
+import { logger } from '../shared/log.ts';
+
+const log = logger('controller');
+
+const USAGE = `usage: ambit controller --manifests DIR --ca-dir DIR --listen HOST:PORT [--trust-domain TD]
+
+  --manifests DIR      directory of Kubernetes manifests (YAML/JSON), watched for changes
+  --ca-dir DIR         CA files (ca-cert.pem, ca-key.pem, ...); a new root is created if empty
+  --listen HOST:PORT   address of the agents' gRPC endpoint (mTLS), e.g. 10.99.0.1:15012
+  --trust-domain TD    SPIFFE trust domain (default cluster.local)`;
+
+export function parseListen(value: string): { host: string; port: number } | undefined {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(value) ?? /^([^:]+):(\d+)$/.exec(value);
+  if (!m) return undefined;
+  const port = Number(m[2]);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) return undefined;
+  if (m[1] !== 'localhost' && isIP(m[1]) === 0 && !/^[a-zA-Z0-9.-]+$/.test(m[1])) return undefined;
+  return { host: m[1], port };
+}
+
+export async function run(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        manifests: { type: 'string' },
+        'ca-dir': { type: 'string' },
+        listen: { type: 'string' },
+        'trust-domain': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    process.stderr.write(`ambit controller: ${(err as Error).message}\n\n${USAGE}\n`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  const missing = (['manifests', 'ca-dir', 'listen'] as const).filter((k) => !values[k]);
+  if (missing.length > 0) {
+    process.stderr.write(`ambit controller: missing ${missing.map((m) => `--${m}`).join(', ')}\n\n${USAGE}\n`);
+    return 2;
+  }
+  const listen = parseListen(values.listen!);
+  if (!listen) {
+    process.stderr.write(`ambit controller: --listen ${JSON.stringify(values.listen)} is not HOST:PORT (e.g. 127.0.0.1:15012, [::1]:15012)\n\n${USAGE}\n`);
+    return 2;
+  }
+
+  // Signals are handled from the start, so a SIGTERM that races the ready line still stops cleanly.
+  let stopRequested: (() => void) | undefined;
+  const stopped = new Promise<void>((resolve) => (stopRequested = resolve));
+  const onSignal = (sig: string) => {
+    log.info('stopping', { signal: sig });
+    stopRequested?.();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  try {
+    const controller = await Controller.start({
+      manifests: values.manifests!,
+      caDir: values['ca-dir']!,
+      host: listen.host,
+      port: listen.port,
+      trustDomain: values['trust-domain'],
+    });
+    const where = listen.host.includes(':') ? `[${listen.host}]:${controller.port}` : `${listen.host}:${controller.port}`;
+    log.info('controller ready', { listen: where, manifests: values.manifests, trustDomain: controller.trustDomain });
+    await stopped;
+    await controller.stop();
+  } finally {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+  }
+  return 0;
+}

@@ -1,0 +1,230 @@
+/**
+ * The agent's end of the control plane: one mTLS gRPC channel to the controller, carrying the
+ * delta config stream (applied to the StateStore, ACKed or NACKed) and CreateCertificate calls.
+ * When the controller is away the agent keeps serving with its last good state and reconnects with
+ * capped exponential backoff; on return it tells the controller what it has
+ * (initial_resource_versions), so only differences (including removals) are sent.
+ */
+import * as grpc from '@grpc/grpc-js';
+import type { MeshService, Workload } from '../../api/mesh.ts';
+import { AmbitError, errorMessage } from '../../shared/errors.ts';
+import { logger } from '../../shared/log.ts';
+import {
+  CONFIG_TYPES, CONTROLLER_TLS_NAME, SERVICE_TYPE, WORKLOAD_TYPE, controlPlaneService, serviceFromPb, workloadFromPb,
+  type ConfigType, type CreateCertificateRequest, type CreateCertificateResponse, type DeltaRequest, type DeltaResponse,
+} from '../../controller/push/wire.ts';
+import type { StateStore } from '../state/store.ts';
+import type { CsrSigner } from '../identity/credentials.ts';
+
+const log = logger('agent.config');
+
+export type { CsrSigner };
+
+export interface ConfigClientOptions {
+  /** host:port of the controller */
+  address: string;
+  node: string;
+  certPem: string;
+  keyPem: string;
+  rootsPem: string;
+  store: StateStore;
+  /** Reconnect backoff bounds (default 100 ms .. 5 s). */
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+type Stream = grpc.ClientDuplexStream<DeltaRequest, DeltaResponse>;
+type ControlClient = grpc.Client & {
+  DeltaConfig(options?: grpc.CallOptions): Stream;
+  CreateCertificate(req: CreateCertificateRequest, options: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: CreateCertificateResponse) => void): grpc.ClientUnaryCall;
+};
+
+export class ConfigClient {
+  #o: ConfigClientOptions;
+  #client: ControlClient;
+  #stream: Stream | undefined;
+  /** type -> name -> version of what the store holds (sent back on reconnect). */
+  #versions = new Map<ConfigType, Map<string, string>>(CONFIG_TYPES.map((t) => [t, new Map()]));
+  /** types that got their first response on the current stream */
+  #syncedTypes = new Set<ConfigType>();
+  #syncWaiters = new Set<() => void>();
+  #attempt = 0;
+  #retry: NodeJS.Timeout | undefined;
+  #started = false;
+  #stopped = false;
+  #wasConnected = false;
+  /** Counters for tests and the admin API. */
+  readonly stats = { responses: 0, resourcesReceived: 0, removalsReceived: 0, nacksSent: 0, reconnects: 0 };
+
+  constructor(o: ConfigClientOptions) {
+    this.#o = o;
+    const creds = grpc.credentials.createSsl(Buffer.from(o.rootsPem), Buffer.from(o.keyPem), Buffer.from(o.certPem));
+    const Client = controlPlaneService();
+    this.#client = new Client(o.address, creds, {
+      'grpc.ssl_target_name_override': CONTROLLER_TLS_NAME,
+      'grpc.initial_reconnect_backoff_ms': o.minBackoffMs ?? 100,
+      'grpc.max_reconnect_backoff_ms': o.maxBackoffMs ?? 5000,
+      'grpc.keepalive_time_ms': 10_000,
+      'grpc.keepalive_timeout_ms': 5_000,
+      'grpc.keepalive_permit_without_calls': 1,
+      'grpc.max_receive_message_length': -1,
+    }) as unknown as ControlClient;
+  }
+
+  /** True while the config stream is up and has delivered the full state. */
+  get connected(): boolean {
+    return this.#stream !== undefined && this.#syncedTypes.size === CONFIG_TYPES.length;
+  }
+
+  start(): void {
+    if (this.#started) return;
+    this.#started = true;
+    this.#open();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#retry);
+    const s = this.#stream;
+    this.#stream = undefined;
+    s?.cancel();
+    this.#client.close();
+  }
+
+  /** Resolves once the current stream has delivered the full state (immediately if it has). */
+  waitSynced(timeoutMs = 30_000): Promise<void> {
+    if (this.connected) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const done = () => {
+        clearTimeout(t);
+        this.#syncWaiters.delete(done);
+        resolve();
+      };
+      const t = setTimeout(() => {
+        this.#syncWaiters.delete(done);
+        reject(new AmbitError('ZT_CONTROLLER_UNAVAILABLE', `no config from the controller at ${this.#o.address} within ${timeoutMs} ms; check that it runs and that this node's agent certificate is valid`));
+      }, timeoutMs);
+      this.#syncWaiters.add(done);
+    });
+  }
+
+  /** CreateCertificate over the same authenticated channel. */
+  readonly signCsr: CsrSigner = (csrPem, ttlSeconds) =>
+    new Promise((resolve, reject) => {
+      this.#client.CreateCertificate({ csr: csrPem, validity_seconds: Math.max(0, Math.round(ttlSeconds)) }, { deadline: Date.now() + 15_000 }, (err, res) => {
+        if (err || !res) {
+          const code = err?.code === grpc.status.PERMISSION_DENIED ? 'ZT_CSR_DENIED'
+            : err?.code === grpc.status.INVALID_ARGUMENT ? 'ZT_CSR_REJECTED' : 'ZT_CONTROLLER_UNAVAILABLE';
+          reject(new AmbitError(code, `controller ${this.#o.address} did not sign the CSR: ${err?.details || errorMessage(err)}`, { cause: err, details: { grpcCode: err?.code } }));
+          return;
+        }
+        resolve({ certChainPem: res.cert_chain, rootsPem: res.roots });
+      });
+    });
+
+  #open(): void {
+    if (this.#stopped) return;
+    const stream = this.#client.DeltaConfig();
+    this.#stream = stream;
+    this.#syncedTypes.clear();
+    stream.on('data', (res: DeltaResponse) => {
+      if (this.#stream === stream) this.#onResponse(stream, res);
+    });
+    stream.on('error', (err: grpc.ServiceError) => this.#lost(stream, err.details || err.message));
+    stream.on('end', () => this.#lost(stream, 'controller ended the stream'));
+    for (const type of CONFIG_TYPES) {
+      stream.write({
+        type_url: type,
+        node: { id: this.#o.node },
+        initial_resource_versions: Object.fromEntries(this.#versions.get(type)!),
+        response_nonce: '',
+        rejected_resources: [],
+      });
+    }
+  }
+
+  #lost(stream: Stream, why: string): void {
+    if (this.#stream !== stream) return;
+    this.#stream = undefined;
+    this.#syncedTypes.clear();
+    if (this.#stopped) return;
+    const cap = this.#o.maxBackoffMs ?? 5000;
+    const base = Math.min(cap, (this.#o.minBackoffMs ?? 100) * 2 ** this.#attempt);
+    this.#attempt++;
+    // Jitter (80..120 % of the step, within the bounds) so agents do not reconnect in lockstep.
+    const delay = Math.round(Math.min(cap, Math.max(this.#o.minBackoffMs ?? 100, base * (0.8 + 0.4 * Math.random()))));
+    if (this.#wasConnected || this.#attempt === 1) {
+      log.warn('controller connection lost; serving with the last config, reconnecting', { controller: this.#o.address, reason: why, retryMs: delay });
+    } else {
+      log.debug('controller still unreachable', { controller: this.#o.address, reason: why, retryMs: delay });
+    }
+    this.#wasConnected = false;
+    stream.cancel();
+    this.stats.reconnects++;
+    this.#retry = setTimeout(() => this.#open(), delay);
+  }
+
+  #onResponse(stream: Stream, res: DeltaResponse): void {
+    const type = res.type_url as ConfigType;
+    this.stats.responses++;
+    this.stats.resourcesReceived += res.resources.length;
+    this.stats.removalsReceived += res.removed_resources.length;
+    const versions = this.#versions.get(type);
+    if (!versions) {
+      stream.write({ type_url: res.type_url, node: { id: this.#o.node }, initial_resource_versions: {}, response_nonce: res.nonce,
+        error_detail: { code: grpc.status.INVALID_ARGUMENT, message: `unknown type ${res.type_url}` }, rejected_resources: [] });
+      return;
+    }
+    const decodeErrors: { name: string; reason: string }[] = [];
+    const workloads: Workload[] = [];
+    const services: MeshService[] = [];
+    const sentVersion = new Map<string, string>();
+    for (const r of res.resources) {
+      try {
+        if (type === WORKLOAD_TYPE && r.workload) {
+          const w = workloadFromPb(r.workload);
+          if (w.uid !== r.name) throw new Error(`resource name ${r.name} does not match workload uid ${w.uid}`);
+          workloads.push(w);
+        } else if (type === SERVICE_TYPE && r.service) {
+          const s = serviceFromPb(r.service);
+          if (`${s.namespace}/${s.name}` !== r.name) throw new Error(`resource name ${r.name} does not match service ${s.namespace}/${s.name}`);
+          services.push(s);
+        } else {
+          throw new Error(`resource ${r.name} has no ${type === WORKLOAD_TYPE ? 'workload' : 'service'} body`);
+        }
+        sentVersion.set(r.name, r.version);
+      } catch (err) {
+        decodeErrors.push({ name: r.name, reason: errorMessage(err) });
+      }
+    }
+    const removed = res.removed_resources;
+    const { rejected } = this.#o.store.apply(type === WORKLOAD_TYPE
+      ? { workloads: { upsert: workloads, remove: removed }, version: res.system_version }
+      : { services: { upsert: services, remove: removed }, version: res.system_version });
+    const refused = [...decodeErrors, ...rejected.map((r) => ({ name: r.name, reason: r.reason }))];
+    const refusedNames = new Set(refused.map((r) => r.name));
+    for (const name of removed) versions.delete(name);
+    for (const [name, v] of sentVersion) if (!refusedNames.has(name)) versions.set(name, v);
+
+    if (refused.length > 0) {
+      this.stats.nacksSent++;
+      const message = refused.map((r) => `${r.name}: ${r.reason}`).join('; ');
+      log.warn('refused config from the controller (NACK); keeping the previous records', { typeUrl: type, refused: refused.length, error: message });
+      stream.write({ type_url: type, node: { id: this.#o.node }, initial_resource_versions: {}, response_nonce: res.nonce,
+        error_detail: { code: grpc.status.INVALID_ARGUMENT, message }, rejected_resources: [...refusedNames] });
+    } else {
+      stream.write({ type_url: type, node: { id: this.#o.node }, initial_resource_versions: {}, response_nonce: res.nonce, rejected_resources: [] });
+    }
+    log.debug('config applied', { typeUrl: type, upserts: res.resources.length, removed: removed.length, version: res.system_version });
+
+    if (!this.#syncedTypes.has(type)) {
+      this.#syncedTypes.add(type);
+      if (this.#syncedTypes.size === CONFIG_TYPES.length) {
+        this.#attempt = 0;
+        this.#wasConnected = true;
+        log.info('config synced with the controller', { controller: this.#o.address, workloads: this.#o.store.workloads().length, services: this.#o.store.services().length });
+        for (const w of [...this.#syncWaiters]) w();
+      }
+    }
+  }
+}

@@ -1,0 +1,36 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseListen, run } from '../../src/cli/controller.ts';
+
+async function quiet(argv: string[]): Promise<{ code: number; err: string }> {
+  const write = process.stderr.write.bind(process.stderr);
+  let err = '';
+  process.stderr.write = ((chunk: string) => { err += chunk; return true; }) as typeof process.stderr.write;
+  try {
+    return { code: await run(argv), err };
+  } finally {
+    process.stderr.write = write;
+  }
+}
+
+test('usage errors exit 2 and say what is wrong', async () => {
+  let r = await quiet(['--manifests', '/tmp/x', '--ca-dir', '/tmp/y']);
+  assert.equal(r.code, 2);
+  assert.match(r.err, /missing --listen/);
+  assert.match(r.err, /usage: ambit controller/);
+  r = await quiet(['--manifests', '/tmp/x', '--ca-dir', '/tmp/y', '--listen', '1.2.3.4:1', '--bogus']);
+  assert.equal(r.code, 2);
+  assert.match(r.err, /bogus/);
+  r = await quiet(['--manifests', '/tmp/x', '--ca-dir', '/tmp/y', '--listen', '1.2.3.4']);
+  assert.equal(r.code, 2);
+  assert.match(r.err, /not HOST:PORT/);
+});
+
+test('parseListen', () => {
+  assert.deepEqual(parseListen('10.0.0.1:15012'), { host: '10.0.0.1', port: 15012 });
+  assert.deepEqual(parseListen('[::1]:15012'), { host: '::1', port: 15012 });
+  assert.deepEqual(parseListen('localhost:0'), { host: 'localhost', port: 0 });
+  assert.equal(parseListen('10.0.0.1:70000'), undefined);
+  assert.equal(parseListen('10.0.0.1'), undefined);
+  assert.equal(parseListen('::1:80'), undefined);
+});
