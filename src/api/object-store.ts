@@ -1,6 +1,7 @@
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import type { KubeObject } from './k8s.ts';
 
 /**
@@ -23,7 +24,8 @@ export class ObjectStore {
   async put(obj: KubeObject): Promise<void> {
     const file = this.pathOf(obj.kind, obj.metadata.namespace, obj.metadata.name);
     await mkdir(join(file, '..'), { recursive: true });
-    const tmp = `${file}.${process.pid}.tmp`;
+    // A unique temp name per write: two writes of one object may overlap.
+    const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
     await writeFile(tmp, JSON.stringify(obj, null, 2) + '\n');
     await rename(tmp, file);
   }

@@ -1,0 +1,123 @@
+/**
+ * The mesh processes of a local instance: the controller (host netns) and one agent per node (in the
+ * node netns), started through the `ambit` CLI exactly as an operator would, plus the agents'
+ * credentials (issued by the CA the controller then loads). The runtime does not depend on this.
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { PORTS } from '../api/constants.ts';
+import { AmbitError, errorMessage } from '../shared/errors.ts';
+import { logger } from '../shared/log.ts';
+import { CLI_MAIN, NODE_BIN, PACKAGE_ROOT, type NodeInfo, type Paths } from './instance.ts';
+import type { Ledger } from './ledger.ts';
+import { SupervisedProcess } from './processes.ts';
+
+const log = logger('local.mesh');
+
+interface AgentCreds { certPem: string; keyPem: string; rootsPem: string }
+interface CaLike { issueAgentCredentials(node: string): Promise<AgentCreds> }
+
+export function agentSocketPath(paths: Paths, node: string): string { return join(paths.nodeDir(node), 'ztunnel.sock'); }
+
+export function meshAvailable(): string | undefined {
+  for (const f of ['src/cli/controller.ts', 'src/cli/agent.ts', 'src/controller/ca/ca.ts', 'src/cni/main.ts']) {
+    if (!existsSync(join(PACKAGE_ROOT, f))) return `${f} is missing`;
+  }
+  return undefined;
+}
+
+function tail(file: string, lines = 15): string {
+  try { return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n'); } catch { return '(no log)'; }
+}
+
+function tcpOpen(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host, port });
+    s.setTimeout(1000);
+    s.on('connect', () => { s.destroy(); resolve(true); });
+    s.on('error', () => resolve(false));
+    s.on('timeout', () => { s.destroy(); resolve(false); });
+  });
+}
+
+export class LocalMesh {
+  #paths: Paths;
+  #nodes: NodeInfo[];
+  #hostIp: string;
+  #ledger: Ledger;
+  #controller: SupervisedProcess | undefined;
+  #agents: SupervisedProcess[] = [];
+
+  constructor(o: { paths: Paths; nodes: NodeInfo[]; hostIp: string; ledger: Ledger }) {
+    this.#paths = o.paths;
+    this.#nodes = o.nodes;
+    this.#hostIp = o.hostIp;
+    this.#ledger = o.ledger;
+  }
+
+  get controllerAddress(): string { return `${this.#hostIp}:${PORTS.controlPlane}`; }
+
+  async start(timeoutMs = 60_000): Promise<void> {
+    const missing = meshAvailable();
+    if (missing) throw new AmbitError('LOCAL_MESH_UNAVAILABLE', `the mesh cannot start: ${missing}; use 'ambit local up --no-mesh' to run pods without the mesh`);
+    const caMod = await import(pathToFileURL(join(PACKAGE_ROOT, 'src/controller/ca/ca.ts')).href) as
+      { CertificateAuthority: { loadOrCreate(dir: string): Promise<CaLike> } };
+    mkdirSync(this.#paths.ca, { recursive: true, mode: 0o700 });
+    const ca = await caMod.CertificateAuthority.loadOrCreate(this.#paths.ca);
+    for (const n of this.#nodes) {
+      const dir = this.#paths.nodeDir(n.name);
+      mkdirSync(dir, { recursive: true });
+      const c = await ca.issueAgentCredentials(n.name);
+      writeFileSync(join(dir, 'agent-cert.pem'), c.certPem);
+      writeFileSync(join(dir, 'agent-key.pem'), c.keyPem, { mode: 0o600 });
+      writeFileSync(join(dir, 'root-cert.pem'), c.rootsPem);
+    }
+    const env = { ...process.env };
+    this.#controller = new SupervisedProcess({
+      label: 'controller',
+      command: [NODE_BIN, CLI_MAIN, 'controller', '--manifests', this.#paths.objects, '--ca-dir', this.#paths.ca, '--listen', this.controllerAddress],
+      env, logFile: join(this.#paths.logs, 'controller.log'), restart: 'Always',
+    });
+    this.#controller.start();
+    if (this.#controller.pid) this.#ledger.addPid(this.#controller.pid, this.#paths.root);
+    const deadline = Date.now() + timeoutMs;
+    while (!(await tcpOpen(this.#hostIp, PORTS.controlPlane))) {
+      if (Date.now() > deadline || this.#controller.restarts >= 2) throw new AmbitError('LOCAL_MESH_START', `the controller did not listen on ${this.controllerAddress} (restarts: ${this.#controller.restarts}); its log (${join(this.#paths.logs, 'controller.log')}):\n${tail(join(this.#paths.logs, 'controller.log'))}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    for (const n of this.#nodes) {
+      const dir = this.#paths.nodeDir(n.name);
+      const agent = new SupervisedProcess({
+        label: `agent/${n.name}`, netns: n.netns,
+        command: [NODE_BIN, CLI_MAIN, 'agent', '--node', n.name, '--controller', this.controllerAddress, '--creds-dir', dir, '--run-dir', dir],
+        env, logFile: join(this.#paths.logs, `agent-${n.name}.log`), restart: 'Always',
+      });
+      agent.start();
+      this.#agents.push(agent);
+    }
+    for (const n of this.#nodes) {
+      const sock = agentSocketPath(this.#paths, n.name);
+      const agent = this.#agents[this.#nodes.indexOf(n)];
+      while (!existsSync(sock)) {
+        if (Date.now() > deadline || agent.restarts >= 2) {
+          const f = join(this.#paths.logs, `agent-${n.name}.log`);
+          throw new AmbitError('LOCAL_MESH_START', `the agent of ${n.name} did not open ${sock}; its log (${f}):\n${tail(f)}`);
+        }
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+    log.info('mesh started', { controller: this.controllerAddress, agents: this.#nodes.length });
+  }
+
+  /** Agents first (after the pods are gone), then the controller. */
+  async stop(): Promise<void> {
+    await Promise.all(this.#agents.map((a) => a.stop(5000).catch((err) => log.warn('cannot stop agent', { error: errorMessage(err) }))));
+    if (this.#controller) {
+      const pid = this.#controller.pid;
+      await this.#controller.stop(5000);
+      if (pid) this.#ledger.removePid(pid);
+    }
+  }
+}
