@@ -1,0 +1,87 @@
+/** `ambit agent`: run the node agent of one node until SIGTERM/SIGINT, then drain. */
+import { parseArgs } from 'node:util';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { AmbitError } from '../shared/errors.ts';
+import { logger } from '../shared/log.ts';
+import { DEFAULT_TRUST_DOMAIN } from '../api/constants.ts';
+
+const USAGE = `usage: ambit agent --node NAME --controller HOST:PORT --creds-dir DIR --run-dir DIR
+                   [--trust-domain TD] [--drain-ms MS]
+
+  --node          name of the node this agent serves (its pods only)
+  --controller    address of the controller's control-plane port (mTLS gRPC)
+  --creds-dir     holds agent-cert.pem, agent-key.pem, root-cert.pem (the agent's node credential)
+  --run-dir       where the CNI hand-off socket (ztunnel.sock) and the pod records live
+  --trust-domain  SPIFFE trust domain (default ${DEFAULT_TRUST_DOMAIN})
+  --drain-ms      how long open connections may finish on shutdown (default 5000)`;
+
+export async function run(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        node: { type: 'string' },
+        controller: { type: 'string' },
+        'creds-dir': { type: 'string' },
+        'run-dir': { type: 'string' },
+        'trust-domain': { type: 'string', default: DEFAULT_TRUST_DOMAIN },
+        'drain-ms': { type: 'string', default: '5000' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+    }));
+  } catch (err) {
+    process.stderr.write(`ambit agent: ${(err as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  for (const flag of ['node', 'controller', 'creds-dir', 'run-dir'] as const) {
+    if (!values[flag]) {
+      process.stderr.write(`ambit agent: missing --${flag}\n${USAGE}\n`);
+      return 2;
+    }
+  }
+  const drainMs = Number(values['drain-ms']);
+  if (!Number.isInteger(drainMs) || drainMs < 0) {
+    process.stderr.write(`ambit agent: --drain-ms must be a whole number of milliseconds, got "${values['drain-ms']}"\n`);
+    return 2;
+  }
+  const credsDir = values['creds-dir']!;
+  const creds = await readCreds(credsDir);
+  const { NodeAgent } = await import('../ztunnel/agent.ts');
+  const agent = new NodeAgent({
+    node: values.node!,
+    controller: values.controller!,
+    runDir: values['run-dir']!,
+    trustDomain: values['trust-domain']!,
+    ...creds,
+  });
+  await agent.start();
+  const log = logger('agent');
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info('shutting down', { signal, drainMs });
+      agent.stop(drainMs).finally(resolve);
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  return 0;
+}
+
+async function readCreds(dir: string): Promise<{ certPem: string; keyPem: string; rootsPem: string }> {
+  const read = async (name: string) => {
+    try {
+      return await readFile(join(dir, name), 'utf8');
+    } catch (err) {
+      throw new AmbitError('ZT_BAD_CREDS', `cannot read the agent credential ${join(dir, name)}: ${(err as Error).message}; ` +
+        'check --creds-dir (it needs agent-cert.pem, agent-key.pem and root-cert.pem issued by the controller CA)');
+    }
+  };
+  return { certPem: await read('agent-cert.pem'), keyPem: await read('agent-key.pem'), rootsPem: await read('root-cert.pem') };
+}

@@ -1,0 +1,152 @@
+/**
+ * 15008 in the pod netns: the HBONE server. mTLS with the pod's certificate; the client certificate
+ * must chain to the mesh roots (OpenSSL checks) and carry a SPIFFE id of our trust domain (checked
+ * here). Each CONNECT names `<one of this pod's IPs>:<port>`; after authorization the agent connects
+ * to the app from inside the pod netns with the client pod's IP as source (IP_TRANSPARENT).
+ * Answers: 200 tunnel up, 400 bad authority, 401 denied, 405 not CONNECT, 503 app unreachable.
+ */
+import * as http2 from 'node:http2';
+import type * as net from 'node:net';
+import type * as tls from 'node:tls';
+import { PORTS } from '../../api/constants.ts';
+import { errorMessage } from '../../shared/errors.ts';
+import { logger } from '../../shared/log.ts';
+import { checkPeerTrustDomain, hboneServerOptions } from '../../shared/tls.ts';
+import type { TlsCredentials } from '../../shared/tls.ts';
+import { isLocalAddress, localWorkload, workloadName } from './context.ts';
+import type { ProxyContext } from './context.ts';
+import { unmapV4 } from './decide.ts';
+import { connectionWindow, h2Settings, H2_MAX_SESSION_MEMORY } from './h2-settings.ts';
+import { pipeBoth } from './pipe.ts';
+import { formatAddr, parseAddr } from './types.ts';
+
+const log = logger('inbound');
+/** The agent's own listeners in the pod: a CONNECT to them would loop back into us. */
+const AGENT_PORTS = new Set<number>([PORTS.outbound, PORTS.inboundPlaintext, PORTS.hbone]);
+const { HTTP2_HEADER_METHOD, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS } = http2.constants;
+
+/** Peer identity per HTTP/2 session (the certificate is parsed once). */
+const peers = new WeakMap<object, string>();
+
+export function createHboneServer(ctx: ProxyContext, creds: TlsCredentials): http2.Http2SecureServer {
+  const server = http2.createSecureServer({
+    ...hboneServerOptions(creds),
+    allowHTTP1: false,
+    settings: h2Settings(),
+    maxSessionMemory: H2_MAX_SESSION_MEMORY,
+  });
+  server.on('secureConnection', (sock: tls.TLSSocket) => {
+    sock.setNoDelay(true);
+    const peer = checkPeerTrustDomain(sock, ctx.trustDomain);
+    if (!peer) {
+      log.warn('refusing HBONE peer outside our trust domain', {
+        pod: `${ctx.pod.namespace}/${ctx.pod.name}`,
+        remote: sock.remoteAddress,
+        trustDomain: ctx.trustDomain,
+      });
+      sock.destroy();
+    }
+  });
+  server.on('session', (session) => {
+    session.on('error', (err) => log.debug('session error', { error: errorMessage(err) }));
+    try {
+      session.setLocalWindowSize(connectionWindow());
+    } catch {
+      // session already gone
+    }
+  });
+  server.on('stream', (stream, headers) => {
+    handleStream(ctx, stream, headers).catch((err) => {
+      log.error('inbound handler failed', { error: errorMessage(err) });
+      if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+    });
+  });
+  server.on('tlsClientError', (err, sock) => {
+    log.debug('HBONE TLS handshake failed', { remote: sock.remoteAddress, error: errorMessage(err) });
+  });
+  return server;
+}
+
+/** The underlying TLS socket of an HTTP/2 session (session.socket is a guarding proxy over it). */
+function tlsSocketOf(session: http2.Http2Session): tls.TLSSocket {
+  return session.socket as tls.TLSSocket;
+}
+
+/** SPIFFE id of the session's peer if it is in our trust domain; parsed once per session. */
+function peerIdentity(session: http2.Http2Session, trustDomain: string): string | undefined {
+  let id = peers.get(session);
+  if (id === undefined) {
+    id = checkPeerTrustDomain(tlsSocketOf(session), trustDomain)?.spiffeId;
+    if (id) peers.set(session, id);
+  }
+  return id;
+}
+
+async function handleStream(ctx: ProxyContext, stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): Promise<void> {
+  stream.on('error', () => {}); // reported through the connection record once piped
+  const reply = (status: number): void => {
+    if (stream.destroyed || stream.headersSent) return;
+    stream.respond({ [HTTP2_HEADER_STATUS]: status }, { endStream: true });
+  };
+  if (headers[HTTP2_HEADER_METHOD] !== 'CONNECT') return reply(405);
+  const session = stream.session;
+  if (!session) return;
+  const sock = tlsSocketOf(session);
+  const srcIdentity = peerIdentity(session, ctx.trustDomain);
+  if (!srcIdentity) return void session.destroy(); // handshake check failed: no stream is served
+  const srcIp = unmapV4(sock.remoteAddress ?? '');
+  const srcPort = sock.remotePort ?? 0;
+  const authority = String(headers[HTTP2_HEADER_AUTHORITY] ?? '');
+  const target = parseAddr(authority);
+  const me = localWorkload(ctx);
+  const srcWorkload = ctx.state.workloadByAddress(srcIp);
+  const rec = ctx.connections.open({
+    direction: 'inbound',
+    podUid: ctx.pod.uid,
+    src: formatAddr(srcIp, srcPort),
+    dst: authority,
+    hboneAddr: formatAddr(unmapV4(sock.localAddress ?? ''), sock.localPort ?? 0),
+    srcIdentity,
+    dstIdentity: `spiffe://${ctx.trustDomain}/ns/${ctx.pod.namespace}/sa/${ctx.pod.serviceAccount}`,
+    srcWorkload: workloadName(srcWorkload),
+    dstWorkload: workloadName(me),
+    protocol: 'HBONE',
+  });
+  if (!target || !isLocalAddress(ctx, unmapV4(target.address)) || AGENT_PORTS.has(target.port)) {
+    reply(400);
+    rec.close(`ZT_BAD_AUTHORITY: CONNECT authority ${JSON.stringify(authority)} is not ip:port of pod ${ctx.pod.namespace}/${ctx.pod.name} (${ctx.pod.ips.join(', ')}) or names an agent port`);
+    return;
+  }
+  const decision = ctx.authorize({
+    pod: ctx.pod,
+    workload: me,
+    srcIdentity,
+    srcIp,
+    srcWorkload,
+    dstIp: unmapV4(target.address),
+    dstPort: target.port,
+    transport: 'hbone',
+  });
+  rec.set({ policy: decision.policy });
+  if (!decision.allow) {
+    reply(401);
+    rec.close(`ZT_DENIED: ${decision.reason ?? 'denied by authorization policy'}${decision.policy ? ` (${decision.policy})` : ''}`);
+    return;
+  }
+  let app: net.Socket;
+  try {
+    app = await ctx.sockets.connect(unmapV4(target.address), target.port, { localAddress: srcIp, transparent: true });
+  } catch (err) {
+    reply(503);
+    rec.close(err);
+    return;
+  }
+  app.setNoDelay(true);
+  if (stream.destroyed) {
+    rec.close('HBONE stream closed before the app connection was ready');
+    app.destroy();
+    return;
+  }
+  stream.respond({ [HTTP2_HEADER_STATUS]: 200 }, { endStream: false });
+  pipeBoth(stream, app, rec);
+}

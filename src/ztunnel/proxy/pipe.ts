@@ -1,0 +1,75 @@
+/**
+ * Moves bytes both ways between the downstream (client side) and upstream streams, with TCP
+ * half-close carried across (a FIN one way ends only that direction), byte counts on the
+ * connection record, and the record closed exactly once when both sides are gone.
+ */
+import * as net from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { ConnectionRecord } from './connections.ts';
+
+export function pipeBoth(down: Duplex, up: Duplex, rec: ConnectionRecord): void {
+  // A FIN from one peer must not end our write side toward it (the other peer may still talk).
+  if (down instanceof net.Socket) down.allowHalfOpen = true;
+  if (up instanceof net.Socket) up.allowHalfOpen = true;
+  let firstError: unknown;
+  let pending = 2;
+  const done = (): void => {
+    if (--pending === 0) rec.close(firstError);
+  };
+  const fail = (err: unknown, other: Duplex): void => {
+    firstError ??= err;
+    abort(other);
+  };
+  rec.onDestroy(() => {
+    firstError ??= 'destroyed (drain timeout)';
+    abort(down);
+    abort(up);
+  });
+  countBytes(down, up, rec);
+  down.on('error', (e) => fail(e, up));
+  up.on('error', (e) => fail(e, down));
+  const onClose = (s: Duplex, other: Duplex) => (): void => {
+    // Closed before both directions finished cleanly: the other side must not linger.
+    if (!s.readableEnded || !s.writableFinished) abortIfOpen(other);
+    done();
+  };
+  for (const [s, other] of [[down, up], [up, down]] as const) {
+    if (s.closed) queueMicrotask(onClose(s, other));
+    else s.once('close', onClose(s, other));
+  }
+  down.pipe(up);
+  up.pipe(down);
+}
+
+function abortIfOpen(s: Duplex): void {
+  if (!s.destroyed) abort(s);
+}
+
+/** RST for sockets (the peer learns the connection failed), plain destroy for HTTP/2 streams (RST_STREAM). */
+export function abort(s: Duplex): void {
+  if (s.destroyed) return;
+  if (s instanceof net.Socket && typeof s.resetAndDestroy === 'function' && s.readyState !== 'closed' && !s.connecting) {
+    try {
+      s.resetAndDestroy();
+      return;
+    } catch {
+      // fall through
+    }
+  }
+  s.destroy();
+}
+
+/**
+ * Bytes src->dst and dst->src from the counters of whichever side is a plain socket (the app's or
+ * the client's); only two HTTP/2 streams (never the case today) fall back to counting chunks.
+ */
+function countBytes(down: Duplex, up: Duplex, rec: ConnectionRecord): void {
+  if (down instanceof net.Socket) {
+    rec.countFrom(() => ({ sent: down.bytesRead, received: down.bytesWritten }));
+  } else if (up instanceof net.Socket) {
+    rec.countFrom(() => ({ sent: up.bytesWritten, received: up.bytesRead }));
+  } else {
+    down.on('data', (b: Buffer) => rec.addSent(b.length));
+    up.on('data', (b: Buffer) => rec.addReceived(b.length));
+  }
+}
