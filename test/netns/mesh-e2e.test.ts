@@ -8,7 +8,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { createServer, type Server } from 'node:http';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -64,6 +63,9 @@ metadata: { name: plainsrv, namespace: plain, labels: { app: plainsrv } }
 spec: { nodeName: node-2, containers: [{ name: echo, image: ambit/echo, ports: [{ containerPort: 8080 }] }] }
 `;
 
+const OUTSIDE_SERVER = `require('node:http').createServer((q, s) => s.end(JSON.stringify({ pod: 'outside', sourceIp: q.socket.remoteAddress, path: q.url })))
+  .listen(0, process.argv[1], function () { process.stdout.write(String(this.address().port)); });`;
+
 interface PodJson { metadata: { name: string; namespace: string; uid: string; annotations: Record<string, string> }; status: { podIP: string } }
 interface Echo { pod: string; namespace: string; version: string; sourceIp: string; path: string }
 
@@ -101,7 +103,7 @@ describe(`mesh end to end (instance ${INSTANCE})`, () => {
   it('cross-node: meshed client -> meshed service over HBONE; client IP kept; only TLS on the node link; identity recorded', async () => {
     await get('mesh/client', `http://${vip}/warm-up`); // config has reached both agents
     const marker = `ambit-marker-${randomBytes(6).toString('hex')}`;
-    const capture = spawn('tcpdump', ['-i', `${INSTANCE}0`, '-n', '-U', '-A', '-s', '0', 'tcp'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const capture = spawn('tcpdump', ['-i', `${INSTANCE}0`, '-n', '-l', '--immediate-mode', '-A', '-s', '0', 'tcp'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let seen = '';
     capture.stdout.on('data', (d: Buffer) => { seen += d.toString('latin1'); });
     await new Promise<void>((resolve) => capture.stderr.once('data', () => resolve())); // "listening on ..."
@@ -142,15 +144,15 @@ describe(`mesh end to end (instance ${INSTANCE})`, () => {
 
     const hostIp = sh('ip', ['-4', '-o', 'addr', 'show', 'dev', `${INSTANCE}0`]).match(/inet (\S+)\//)?.[1];
     assert.ok(hostIp, `the host side of the bridge has an address${hint()}`);
-    const outside: Server = createServer((req, res) => res.end(JSON.stringify({ pod: 'outside', sourceIp: req.socket.remoteAddress, path: req.url })));
-    await new Promise<void>((r) => outside.listen(0, hostIp, r));
+    // The outside server runs in its own process: this one blocks in spawnSync during `exec`.
+    const outside = spawn(process.execPath, ['-e', OUTSIDE_SERVER, hostIp], { stdio: ['ignore', 'pipe', 'inherit'] });
     try {
-      const port = (outside.address() as { port: number }).port;
+      const port = await new Promise<number>((resolve) => outside.stdout.once('data', (d: Buffer) => resolve(Number(d.toString()))));
       const r = await get('mesh/client', `http://${hostIp}:${port}/x`);
       assert.equal(r.pod, 'outside');
       assert.equal(r.sourceIp, pod('mesh/client').status.podIP);
     } finally {
-      outside.close();
+      outside.kill();
     }
   });
 
