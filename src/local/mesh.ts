@@ -6,27 +6,18 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { PORTS } from '../api/constants.ts';
 import { AmbitError, errorMessage } from '../shared/errors.ts';
 import { logger } from '../shared/log.ts';
-import { CLI_MAIN, NODE_BIN, PACKAGE_ROOT, type NodeInfo, type Paths } from './instance.ts';
+import { CertificateAuthority } from '../controller/ca/ca.ts';
+import { CLI_MAIN, NODE_BIN, type NodeInfo, type Paths } from './instance.ts';
 import type { Ledger } from './ledger.ts';
 import { SupervisedProcess } from './processes.ts';
 
 const log = logger('local.mesh');
 
-interface AgentCreds { certPem: string; keyPem: string; rootsPem: string }
-interface CaLike { issueAgentCredentials(node: string): Promise<AgentCreds> }
 
 export function agentSocketPath(paths: Paths, node: string): string { return join(paths.nodeDir(node), 'ztunnel.sock'); }
-
-export function meshAvailable(): string | undefined {
-  for (const f of ['src/cli/controller.ts', 'src/cli/agent.ts', 'src/controller/ca/ca.ts', 'src/cni/main.ts']) {
-    if (!existsSync(join(PACKAGE_ROOT, f))) return `${f} is missing`;
-  }
-  return undefined;
-}
 
 function tail(file: string, lines = 15): string {
   try { return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n'); } catch { return '(no log)'; }
@@ -60,12 +51,8 @@ export class LocalMesh {
   get controllerAddress(): string { return `${this.#hostIp}:${PORTS.controlPlane}`; }
 
   async start(timeoutMs = 60_000): Promise<void> {
-    const missing = meshAvailable();
-    if (missing) throw new AmbitError('LOCAL_MESH_UNAVAILABLE', `the mesh cannot start: ${missing}; use 'ambit local up --no-mesh' to run pods without the mesh`);
-    const caMod = await import(pathToFileURL(join(PACKAGE_ROOT, 'src/controller/ca/ca.ts')).href) as
-      { CertificateAuthority: { loadOrCreate(dir: string): Promise<CaLike> } };
     mkdirSync(this.#paths.ca, { recursive: true, mode: 0o700 });
-    const ca = await caMod.CertificateAuthority.loadOrCreate(this.#paths.ca);
+    const ca = await CertificateAuthority.loadOrCreate(this.#paths.ca);
     for (const n of this.#nodes) {
       const dir = this.#paths.nodeDir(n.name);
       mkdirSync(dir, { recursive: true });

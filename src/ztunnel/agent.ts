@@ -69,6 +69,8 @@ export class NodeAgent {
     });
     this.#certs = new CertificateManager({ signer: this.#config.signCsr, trustDomain: opts.trustDomain });
     this.#pool = new HbonePool();
+    // Certificate requests back off while the controller is away; ask again as soon as it is back.
+    this.#config.onSynced(() => this.#certs.retryNow());
   }
 
   get state(): StateStore { return this.#store; }

@@ -11,7 +11,6 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { sweepLeftovers } from './local-helpers.ts';
-import { meshAvailable } from '../../src/local/mesh.ts';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const HTTP_GET = join(ROOT, 'src', 'local', 'apps', 'http-get.ts');
@@ -27,9 +26,11 @@ const hint = () => `\n(instance ${INSTANCE}; logs in ${STATE}/logs)`;
 
 interface PodJson { metadata: { name: string; namespace: string; annotations: Record<string, string> }; spec: { nodeName: string }; status: { podIP: string } }
 
-const missing = meshAvailable();
-describe(`ambit local with the mesh (instance ${INSTANCE})`, { skip: missing ? `mesh parts missing: ${missing}` : false }, () => {
-  before(() => { sweepLeftovers(); ambit(['down']); });
+describe(`ambit local with the mesh (instance ${INSTANCE})`, () => {
+  before(() => {
+    sweepLeftovers();
+    ambit(['down']);
+  });
   after(() => { ambit(['down']); });
 
   let pods: PodJson[] = [];

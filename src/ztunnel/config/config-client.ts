@@ -48,6 +48,7 @@ export class ConfigClient {
   /** types that got their first response on the current stream */
   #syncedTypes = new Set<ConfigType>();
   #syncWaiters = new Set<() => void>();
+  #syncListeners = new Set<() => void>();
   #attempt = 0;
   #retry: NodeJS.Timeout | undefined;
   #started = false;
@@ -106,6 +107,12 @@ export class ConfigClient {
       }, timeoutMs);
       this.#syncWaiters.add(done);
     });
+  }
+
+  /** Called every time a (re)connected stream has delivered the full state. Returns an unsubscribe. */
+  onSynced(cb: () => void): () => void {
+    this.#syncListeners.add(cb);
+    return () => this.#syncListeners.delete(cb);
   }
 
   /** CreateCertificate over the same authenticated channel. */
@@ -224,6 +231,7 @@ export class ConfigClient {
         this.#wasConnected = true;
         log.info('config synced with the controller', { controller: this.#o.address, workloads: this.#o.store.workloads().length, services: this.#o.store.services().length });
         for (const w of [...this.#syncWaiters]) w();
+        for (const l of [...this.#syncListeners]) l();
       }
     }
   }
