@@ -6,23 +6,12 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { sweepLeftovers } from './local-helpers.ts';
+import { join } from 'node:path';
+import { alive, ambitLocal, newInstance, sweepLeftovers } from './local-helpers.ts';
 
-/** Running (a zombie waiting for its reaper counts as gone). */
-function alive(pid: number): boolean {
-  try { return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8')); } catch { return false; }
-}
-
-const ROOT = resolve(import.meta.dirname, '..', '..');
-const INSTANCE = `ambt-${randomBytes(3).toString('hex').slice(0, 5)}`;
+const INSTANCE = newInstance();
 const STATE = `/run/ambit/${INSTANCE}`;
-
-function ambit(args: string[], input?: string): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(join(ROOT, 'bin', 'ambit'), ['local', ...args], { env: { ...process.env, AMBIT_LOCAL_INSTANCE: INSTANCE }, input, encoding: 'utf8', timeout: 180_000 });
-  return { code: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
-}
+const ambit = (args: string[], input?: string) => ambitLocal(INSTANCE, args, input);
 const sh = (cmd: string, args: string[]) => spawnSync(cmd, args, { encoding: 'utf8' }).stdout ?? '';
 const ours = () => sh('ip', ['netns', 'list']).split('\n').map((l) => l.split(' ')[0]).filter((n) => n.startsWith(`${INSTANCE}-`));
 

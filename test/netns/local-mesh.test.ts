@@ -8,19 +8,12 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { sweepLeftovers } from './local-helpers.ts';
+import { join } from 'node:path';
+import { ambitLocal, HTTP_GET, newInstance, ROOT, sweepLeftovers } from './local-helpers.ts';
 
-const ROOT = resolve(import.meta.dirname, '..', '..');
-const HTTP_GET = join(ROOT, 'src', 'local', 'apps', 'http-get.ts');
-const INSTANCE = `ambt-${randomBytes(3).toString('hex').slice(0, 5)}`;
+const INSTANCE = newInstance();
 const STATE = `/run/ambit/${INSTANCE}`;
-
-function ambit(args: string[], input?: string): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(join(ROOT, 'bin', 'ambit'), ['local', ...args], { env: { ...process.env, AMBIT_LOCAL_INSTANCE: INSTANCE }, input, encoding: 'utf8', timeout: 180_000 });
-  return { code: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
-}
+const ambit = (args: string[], input?: string) => ambitLocal(INSTANCE, args, input);
 const sh = (cmd: string, args: string[]) => spawnSync(cmd, args, { encoding: 'utf8' }).stdout ?? '';
 const hint = () => `\n(instance ${INSTANCE}; logs in ${STATE}/logs)`;
 

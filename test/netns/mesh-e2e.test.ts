@@ -66,6 +66,13 @@ spec: { nodeName: node-2, containers: [{ name: echo, image: ambit/echo, ports: [
 const OUTSIDE_SERVER = `require('node:http').createServer((q, s) => s.end(JSON.stringify({ pod: 'outside', sourceIp: q.socket.remoteAddress, path: q.url })))
   .listen(0, process.argv[1], function () { process.stdout.write(String(this.address().port)); });`;
 
+/** Sends bytes that are not TLS, then a TLS handshake without a client certificate, to ip:15008. */
+const GARBAGE_CLIENT = `const net = require('node:net'), tls = require('node:tls'); const ip = process.argv[1];
+const s = net.connect(15008, ip, () => s.write(Buffer.from('GET / HTTP/1.1\\r\\n\\r\\n\\x16\\x03\\x01\\xff\\xff garbage')));
+s.on('error', () => {}); s.on('close', () => { console.log('garbage: closed');
+  const t = tls.connect({ host: ip, port: 15008, rejectUnauthorized: false, ALPNProtocols: ['h2'] });
+  t.on('secureConnect', () => t.write('x')); t.on('error', () => {}); t.on('close', () => console.log('no client cert: refused')); });`;
+
 interface PodJson { metadata: { name: string; namespace: string; uid: string; annotations: Record<string, string> }; status: { podIP: string } }
 interface Echo { pod: string; namespace: string; version: string; sourceIp: string; path: string }
 
@@ -153,6 +160,30 @@ describe(`mesh end to end (instance ${INSTANCE})`, () => {
       assert.equal(r.sourceIp, pod('mesh/client').status.podIP);
     } finally {
       outside.kill();
+    }
+  });
+
+  it('garbage and handshakes without a client certificate on 15008 do not take the agent down', async () => {
+    const agentPid = () => sh('pgrep', ['-f', `agent --node node-2 .*${STATE}/`]).trim();
+    const before = agentPid();
+    const target = `${pod('mesh/server').status.podIP}`;
+    const r = ambit(['exec', 'plain/legacy', '--', 'node', '-e', GARBAGE_CLIENT, target]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /garbage: closed/);
+    assert.match(r.stdout, /no client cert: refused/);
+    assert.equal(agentPid(), before, 'the same agent process still runs');
+    const reply = await get('mesh/client', `http://${vip}/still-fine`);
+    assert.equal(reply.pod, 'server');
+  });
+
+  it('each agent answers readiness on :15021', async () => {
+    const nodes = (JSON.parse(ambit(['get', 'nodes', '-o', 'json']).stdout) as { items: { status: { addresses: { type: string; address: string }[] } }[] }).items;
+    assert.equal(nodes.length, 2);
+    for (const n of nodes) {
+      const ip = n.status.addresses.find((a) => a.type === 'InternalIP')?.address;
+      assert.ok(ip, 'node has an InternalIP');
+      const res = await fetch(`http://${ip}:15021/healthz/ready`);
+      assert.equal(res.status, 200);
     }
   });
 

@@ -11,35 +11,24 @@ import { spiffeId } from '../../api/mesh.ts';
 import { errorMessage } from '../../shared/errors.ts';
 import { logger } from '../../shared/log.ts';
 import { hboneServerOptions } from '../../shared/tls.ts';
-import type { StateView } from '../state/store.ts';
-import type { ConnectionTracker } from './connections.ts';
 import { allowAll } from './context.ts';
-import type { Authorizer, CertSource, ProxyContext } from './context.ts';
+import type { Authorizer, ProxyContext } from './context.ts';
+import type { LocalPod } from './types.ts';
 import { createHboneServer } from './inbound.ts';
 import { createPlaintextInboundServer } from './inbound-plain.ts';
 import { createOutboundServer } from './outbound.ts';
-import type { HbonePool } from './pool.ts';
-import type { LocalPod, PodSockets } from './types.ts';
 
 export type { LocalPod, PodSockets, Route } from './types.ts';
 export { decideOutbound } from './decide.ts';
 
 const log = logger('pod-proxy');
 
-export interface PodProxyOptions {
-  pod: LocalPod;
-  sockets: PodSockets;
-  state: StateView;
-  /** A CertificateManager (only get/onRotate are used). */
-  certs: CertSource;
-  pool: HbonePool;
-  connections: ConnectionTracker;
-  trustDomain: string;
+export type PodProxyOptions = Omit<ProxyContext, 'authorize'> & {
   /** Inbound L4 authorization (default: allow everything). */
   authorize?: Authorizer;
   /** How long start() waits for the pod certificate before leaving 15008 to the background (default 1 s). */
   certWaitMs?: number;
-}
+};
 
 export class PodProxy {
   #ctx: ProxyContext;
