@@ -4,6 +4,7 @@
  * and meshed (both pods in an ambient namespace: two agents). Prints p50/p90/p99/p99.9, the latency
  * the mesh adds, the qps achieved, and the agents' CPU (millicores) and RSS during each run.
  */
+import type { AgentUse } from './lib.ts';
 import { ambit, execInPod, fmt, FORTIO, mustAmbit, note, podIP, retry, table, waitReady, watchAgents } from './lib.ts';
 
 const QPS = Number(process.env.BENCH_QPS ?? 1000);
@@ -44,7 +45,7 @@ interface FortioResult {
 
 async function fortio(from: string, url: string, duration: string): Promise<FortioResult> {
   const r = await execInPod(from, [FORTIO, 'load', '-qps', String(QPS), '-c', String(CONNS), '-t', duration,
-    '-uniform', '-nocatchup', '-p', PERCENTILES.join(','), '-json', '-', '-quiet', url]);
+    '-uniform', '-nocatchup', '-p', PERCENTILES.join(','), '-json', '-', '-quiet', url], 60 + 2 * parseFloat(duration) * (duration.endsWith('m') ? 60 : 1));
   let j: FortioResult;
   try { j = JSON.parse(r.stdout) as FortioResult; } catch { throw new Error(`fortio from ${from} to ${url}: ${r.stderr.slice(-2000) || r.stdout}`); }
   const ok = j.RetCodes?.['200'] ?? 0;
@@ -60,7 +61,7 @@ export async function runLatency(): Promise<string> {
     mustAmbit(['apply', '-f', '-'], manifests(c.ns, c.meshed));
     await waitReady(c.ns, 2);
   }
-  const results: { label: string; j: FortioResult; agents: Record<string, { cpuSec: number; wallSec: number; peakRssMiB: number; endRssMiB: number }> }[] = [];
+  const results: { label: string; j: FortioResult; agents: Record<string, AgentUse> }[] = [];
   try {
     for (const c of cases) {
       const url = `http://${podIP(`${c.ns}/server`)}:8080/echo?size=1024`;
@@ -83,10 +84,10 @@ export async function runLatency(): Promise<string> {
   for (const r of results) {
     for (const [node, a] of Object.entries(r.agents)) {
       const millicores = (1000 * a.cpuSec) / a.wallSec;
-      rows.push([r.label, node, fmt(millicores, 0), fmt(millicores / (r.j.ActualQPS / 1000) / 1000, 3), fmt(a.peakRssMiB, 1), fmt(a.endRssMiB, 1)]);
+      rows.push([r.label, node, fmt(millicores, 0), fmt(millicores / (r.j.ActualQPS / 1000) / 1000, 3), fmt(a.peakRssMiB, 1), `${fmt(a.endRssMiB, 1)} (${fmt(a.endRssAnonMiB, 1)})`]);
     }
   }
-  const cpu = table(['path', 'agent', 'CPU millicores', 'vCPU per 1000 req/s', 'peak RSS MiB', 'RSS at end MiB'], rows);
+  const cpu = table(['path', 'agent', 'CPU millicores', 'vCPU per 1000 req/s', 'peak RSS MiB', 'RSS at end (anon) MiB'], rows);
   return `### Latency (fortio, ${QPS} qps, ${CONNS} connections, ${DURATION}, uniform, no catch-up, 1 KB responses)\n\n${lat}\n` +
     `### Agent CPU and memory during the latency runs\n\n${cpu}`;
 }

@@ -37,10 +37,13 @@ export function mustAmbit(args: string[], input?: string): string {
   return r.stdout;
 }
 
-/** A command in a pod's netns, asynchronously (so this process can sample the agents meanwhile). */
-export function execInPod(pod: string, cmd: string[]): Promise<Run> {
+/**
+ * A command in a pod's netns, asynchronously (so this process can sample the agents meanwhile).
+ * `timeout` (coreutils, inside the pod) ends a command that hangs; exit code 124 or 137 then.
+ */
+export function execInPod(pod: string, cmd: string[], timeoutSec = 120): Promise<Run> {
   return new Promise((res) => {
-    const child = spawn(AMBIT, ['local', 'exec', pod, '--', ...cmd], {
+    const child = spawn(AMBIT, ['local', 'exec', pod, '--', 'timeout', '-k', '5', String(timeoutSec), ...cmd], {
       env: { ...process.env, AMBIT_LOCAL_INSTANCE: INSTANCE }, stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -96,23 +99,27 @@ export function agentPids(): Record<string, number> {
   return out;
 }
 
-export interface ProcSample { cpuSec: number; rssMiB: number; at: number }
+/** rssAnonMiB: the process's own memory (RssFile, mostly the node binary's code, is shared). */
+export interface ProcSample { cpuSec: number; rssMiB: number; rssAnonMiB: number; at: number }
 
 /** CPU time (utime+stime, all threads) and resident memory of one process. */
 export function sample(pid: number): ProcSample {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // f[0] is field 3 (state)
   const cpuSec = (Number(f[11]) + Number(f[12])) / CLK_TCK;    // fields 14, 15
-  const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
-  return { cpuSec, rssMiB: rssKiB / 1024, at: performance.now() };
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kib = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
+  return { cpuSec, rssMiB: kib('VmRSS') / 1024, rssAnonMiB: kib('RssAnon') / 1024, at: performance.now() };
 }
 
 export function sampleAgents(pids: Record<string, number>): Record<string, ProcSample> {
   return Object.fromEntries(Object.entries(pids).map(([n, p]) => [n, sample(p)]));
 }
 
+export interface AgentUse { cpuSec: number; wallSec: number; peakRssMiB: number; endRssMiB: number; endRssAnonMiB: number }
+
 /** Samples the agents every `everyMs` while `work` runs: CPU used, wall time, peak RSS, per agent. */
-export async function watchAgents<T>(work: () => Promise<T>, everyMs = 500): Promise<{ result: T; agents: Record<string, { cpuSec: number; wallSec: number; peakRssMiB: number; endRssMiB: number }> }> {
+export async function watchAgents<T>(work: () => Promise<T>, everyMs = 500): Promise<{ result: T; agents: Record<string, AgentUse> }> {
   const pids = agentPids();
   const before = sampleAgents(pids);
   const peak: Record<string, number> = Object.fromEntries(Object.entries(before).map(([n, s]) => [n, s.rssMiB]));
@@ -127,6 +134,7 @@ export async function watchAgents<T>(work: () => Promise<T>, everyMs = 500): Pro
     wallSec: (after[n].at - before[n].at) / 1000,
     peakRssMiB: Math.max(peak[n], after[n].rssMiB),
     endRssMiB: after[n].rssMiB,
+    endRssAnonMiB: after[n].rssAnonMiB,
   }]));
   return { result, agents };
 }

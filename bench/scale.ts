@@ -5,7 +5,8 @@
  * the time until all pods are Ready, and what one sleep pod itself costs.
  */
 import { readdirSync, readFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import type { ProcSample } from './lib.ts';
 import { agentPids, agentPodCount, ambit, fmt, mustAmbit, note, pods, sample, sleep, table, waitReady } from './lib.ts';
 
 const PODS = Number(process.env.BENCH_PODS ?? 100);
@@ -47,6 +48,17 @@ function podProcessRssMiB(netns: string): number {
   return kib / 1024;
 }
 
+/** An idle Node 24 process: the floor under any agent's RSS. */
+async function bareNode(): Promise<ProcSample> {
+  const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+  try {
+    await sleep(1000);
+    return sample(child.pid!);
+  } finally {
+    child.kill();
+  }
+}
+
 async function waitGone(ns: string): Promise<void> {
   for (let i = 0; i < 600 && pods(ns).length > 0; i++) await sleep(500);
 }
@@ -84,14 +96,16 @@ export async function runScale(): Promise<string> {
       const b = ph.before[node];
       const a = ph.after[node];
       const n = ph.perNode[node] ?? 0;
-      rows.push([ph.label, node, n, fmt(b.rssMiB, 1), fmt(a.rssMiB, 1), fmt(a.rssMiB - b.rssMiB, 1),
+      rows.push([ph.label, node, n, fmt(b.rssMiB, 1), `${fmt(a.rssMiB, 1)} (${fmt(a.rssAnonMiB, 1)})`, fmt(a.rssMiB - b.rssMiB, 1),
         n ? fmt((1024 * (a.rssMiB - b.rssMiB)) / n, 0) : '–', `${b.fds} → ${a.fds}`, fmt(a.cpuSec - b.cpuSec, 2), fmt(ph.afterDelete[node].rssMiB, 1)]);
     }
   }
-  const main = table(['namespace', 'agent', 'pods on node', 'RSS before MiB', 'RSS after MiB', 'Δ MiB', 'KiB per pod', 'open fds', 'agent CPU s', 'RSS after delete MiB'], rows);
+  const main = table(['namespace', 'agent', 'pods on node', 'RSS before MiB', 'RSS after (anon) MiB', 'Δ MiB', 'KiB per pod', 'open fds', 'agent CPU s', 'RSS after delete MiB'], rows);
   const timing = table(['namespace', `time until ${PODS} pods Ready (s)`, 'per pod (ms)', 'RSS of one pod\'s process MiB'],
     phases.map((p) => [p.label, fmt(p.readySec, 1), fmt((1000 * p.readySec) / PODS, 0), fmt(p.podRss, 2)]));
-  return `### Scale (${PODS} \`ambit/sleep\` pods, one Deployment)\n\n${main}\n${timing}`;
+  const floor = await bareNode();
+  return `### Scale (${PODS} \`ambit/sleep\` pods, one Deployment)\n\n${main}\n${timing}\n` +
+    `For scale: an idle \`node -e 'setInterval(() => {}, 1000)'\` (Node ${process.version}) has an RSS of ${fmt(floor.rssMiB, 1)} MiB (anon ${fmt(floor.rssAnonMiB, 1)}; the rest is the node binary's code, shared).\n`;
 }
 
 if (import.meta.main) process.stdout.write(await runScale());

@@ -36,7 +36,8 @@ spec: { nodeName: node-2, containers: [{ name: sleep, image: ambit/sleep }] }
 interface IperfEnd { end?: { sum_sent?: { bytes: number; bits_per_second: number }; sum_received?: { bytes: number; bits_per_second: number } }; error?: string }
 
 async function iperf(from: string, server: string, seconds: number): Promise<{ gbps: number; bytes: number }> {
-  const r = await execInPod(from, ['iperf3', '-c', server, '-t', String(seconds), '-J']);
+  const r = await execInPod(from, ['iperf3', '-c', server, '-t', String(seconds), '-J'], seconds + 20);
+  if (r.code === 124 || r.code === 137) throw new Error(`iperf3 from ${from} to ${server} hung (killed after ${seconds + 20} s)`);
   let j: IperfEnd;
   try { j = JSON.parse(r.stdout) as IperfEnd; } catch { throw new Error(`iperf3 from ${from} to ${server}: ${r.stderr || r.stdout}`); }
   if (j.error || !j.end?.sum_received) throw new Error(`iperf3 from ${from} to ${server}: ${j.error ?? 'no result'}`);
@@ -57,6 +58,7 @@ export async function runThroughput(): Promise<string> {
     await waitReady(ns, 3);
   }
   const rows: (string | number)[][] = [];
+  const failures: string[] = [];
   try {
     for (const s of scenarios) {
       const server = podIP(`${s.ns}/server`);
@@ -68,23 +70,29 @@ export async function runThroughput(): Promise<string> {
       const cpu: Record<string, number> = {};
       for (let i = 0; i < REPS; i++) {
         note(`throughput: ${s.label}, run ${i + 1}/${REPS}`);
-        const { result, agents } = await watchAgents(() => iperf(from, server, SECONDS));
-        gbps.push(result.gbps);
-        bytes += result.bytes;
-        for (const [n, a] of Object.entries(agents)) cpu[n] = (cpu[n] ?? 0) + a.cpuSec;
+        try {
+          const { result, agents } = await watchAgents(() => iperf(from, server, SECONDS));
+          gbps.push(result.gbps);
+          bytes += result.bytes;
+          for (const [n, a] of Object.entries(agents)) cpu[n] = (cpu[n] ?? 0) + a.cpuSec;
+        } catch (err) {
+          failures.push(`${s.label}: ${(err as Error).message}`);
+        }
       }
+      if (gbps.length === 0) { rows.push([s.label, 'failed', '', '', '', '', `0/${REPS}`]); continue; }
       const gb = bytes / 1e9;
       const sum = Object.values(cpu).reduce((a, b) => a + b, 0);
       rows.push([
         s.label, fmt(median(gbps)), `${fmt(Math.min(...gbps))}–${fmt(Math.max(...gbps))}`,
-        fmt(sum / gb, 3), fmt((cpu['node-1'] ?? 0) / gb, 3), fmt((cpu['node-2'] ?? 0) / gb, 3),
+        fmt(sum / gb, 3), fmt((cpu['node-1'] ?? 0) / gb, 3), fmt((cpu['node-2'] ?? 0) / gb, 3), `${gbps.length}/${REPS}`,
       ]);
     }
   } finally {
     for (const ns of ['tp-plain', 'tp-mesh']) ambit(['delete', '-f', '-'], manifests(ns, false));
   }
   return `### Throughput (iperf3, single stream, ${SECONDS} s × ${REPS})\n\n` + table(
-    ['path', 'Gbit/s (median)', 'range', 'agents CPU s/GB (sum)', 'node-1 agent s/GB', 'node-2 agent s/GB'], rows);
+    ['path', 'Gbit/s (median)', 'range', 'agents CPU s/GB (sum)', 'node-1 agent s/GB', 'node-2 agent s/GB', 'runs ok'], rows) +
+    (failures.length ? `\nFailed runs: ${failures.join('; ')}\n` : '');
 }
 
 if (import.meta.main) process.stdout.write(await runThroughput());
