@@ -5,6 +5,7 @@
  * maxSessionMemory is raised to match.
  */
 import type * as http2 from 'node:http2';
+import type { H2SessionOptions } from '../h2/session.ts';
 
 export const H2_STREAM_WINDOW = 4 * 1024 * 1024;
 export const H2_CONNECTION_WINDOW = 16 * 1024 * 1024;
@@ -20,6 +21,24 @@ export function h2Settings(): http2.Settings {
     initialWindowSize: envInt('AMBIT_H2_STREAM_WINDOW', H2_STREAM_WINDOW),
     maxFrameSize: H2_MAX_FRAME,
     maxConcurrentStreams: H2_MAX_STREAMS,
+  };
+}
+
+/**
+ * Which HTTP/2 implementation carries HBONE: 'lean' (src/ztunnel/h2, the default) or 'node'
+ * (node:http2, for comparison). Read once at start-up from AMBIT_HBONE_H2.
+ */
+export const HBONE_H2: 'lean' | 'node' = process.env.AMBIT_HBONE_H2 === 'node' ? 'node' : 'lean';
+
+/** The same tuning for the lean implementation. */
+export function leanSessionOptions(): H2SessionOptions {
+  return {
+    initialWindowSize: envInt('AMBIT_H2_STREAM_WINDOW', H2_STREAM_WINDOW),
+    connectionWindow: connectionWindow(),
+    maxFrameSize: H2_MAX_FRAME,
+    maxConcurrentStreams: H2_MAX_STREAMS,
+    maxSendFrame: envInt('AMBIT_H2_SEND_FRAME', H2_MAX_FRAME),
+    dataWrite: process.env.AMBIT_H2_DATA_WRITE || 'cork',
   };
 }
 

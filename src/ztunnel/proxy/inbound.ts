@@ -7,7 +7,8 @@
  */
 import * as http2 from 'node:http2';
 import type * as net from 'node:net';
-import type * as tls from 'node:tls';
+import * as tls from 'node:tls';
+import type { Duplex } from 'node:stream';
 import { PORTS } from '../../api/constants.ts';
 import { errorMessage } from '../../shared/errors.ts';
 import { logger } from '../../shared/log.ts';
@@ -16,7 +17,8 @@ import type { TlsCredentials } from '../../shared/tls.ts';
 import { isLocalAddress, localWorkload, workloadName } from './context.ts';
 import type { ProxyContext } from './context.ts';
 import { unmapV4 } from './decide.ts';
-import { connectionWindow, h2Settings, H2_MAX_SESSION_MEMORY } from './h2-settings.ts';
+import { H2Session } from '../h2/session.ts';
+import { connectionWindow, h2Settings, HBONE_H2, H2_MAX_SESSION_MEMORY, leanSessionOptions } from './h2-settings.ts';
 import { pipeBoth } from './pipe.ts';
 import { formatAddr, parseAddr } from './types.ts';
 
@@ -28,7 +30,69 @@ const { HTTP2_HEADER_METHOD, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS } = htt
 /** Peer identity per HTTP/2 session (the certificate is parsed once). */
 const peers = new WeakMap<object, string>();
 
-export function createHboneServer(ctx: ProxyContext, creds: TlsCredentials): http2.Http2SecureServer {
+/** What the handler uses of a server stream: node's ServerHttp2Stream and the lean H2Stream both fit. */
+type ServerStream = Duplex & {
+  respond(headers: Record<string, string | number>, options: { endStream: boolean }): void;
+  close(code?: number): void;
+  readonly headersSent: boolean;
+};
+
+/** The session side of a stream: its TLS socket (peer certificate, addresses), and how to drop it. */
+interface StreamSession {
+  key: object;
+  socket: tls.TLSSocket;
+  destroy(): void;
+}
+
+/**
+ * The :15008 server. Both implementations are a tls.Server that emits 'session' (for drain on
+ * stop) with objects that have close()/destroy()/closed and a 'close' event.
+ */
+export function createHboneServer(ctx: ProxyContext, creds: TlsCredentials): tls.Server {
+  return HBONE_H2 === 'lean' ? createLeanServer(ctx, creds) : createNodeServer(ctx, creds);
+}
+
+function refusePeer(ctx: ProxyContext, sock: tls.TLSSocket): boolean {
+  const peer = checkPeerTrustDomain(sock, ctx.trustDomain);
+  if (peer) return false;
+  log.warn('refusing HBONE peer outside our trust domain', {
+    pod: `${ctx.pod.namespace}/${ctx.pod.name}`,
+    remote: sock.remoteAddress,
+    trustDomain: ctx.trustDomain,
+  });
+  sock.destroy();
+  return true;
+}
+
+function createLeanServer(ctx: ProxyContext, creds: TlsCredentials): tls.Server {
+  const server = tls.createServer(hboneServerOptions(creds));
+  server.on('secureConnection', (sock: tls.TLSSocket) => {
+    sock.setNoDelay(true);
+    sock.on('error', () => {}); // the session reports it
+    if (refusePeer(ctx, sock)) return;
+    if (sock.alpnProtocol !== 'h2') {
+      log.debug('HBONE peer did not negotiate ALPN h2', { remote: sock.remoteAddress, alpn: String(sock.alpnProtocol) });
+      sock.destroy();
+      return;
+    }
+    const session = new H2Session(sock, false, leanSessionOptions());
+    session.on('error', (err) => log.debug('session error', { error: errorMessage(err) }));
+    const ss: StreamSession = { key: session, socket: sock, destroy: () => session.destroy() };
+    session.on('stream', (stream: ServerStream, headers: http2.IncomingHttpHeaders) => {
+      handleStream(ctx, stream, headers, ss).catch((err) => {
+        log.error('inbound handler failed', { error: errorMessage(err) });
+        if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      });
+    });
+    server.emit('session', session);
+  });
+  server.on('tlsClientError', (err, sock) => {
+    log.debug('HBONE TLS handshake failed', { remote: sock.remoteAddress, error: errorMessage(err) });
+  });
+  return server;
+}
+
+function createNodeServer(ctx: ProxyContext, creds: TlsCredentials): http2.Http2SecureServer {
   const server = http2.createSecureServer({
     ...hboneServerOptions(creds),
     allowHTTP1: false,
@@ -37,15 +101,7 @@ export function createHboneServer(ctx: ProxyContext, creds: TlsCredentials): htt
   });
   server.on('secureConnection', (sock: tls.TLSSocket) => {
     sock.setNoDelay(true);
-    const peer = checkPeerTrustDomain(sock, ctx.trustDomain);
-    if (!peer) {
-      log.warn('refusing HBONE peer outside our trust domain', {
-        pod: `${ctx.pod.namespace}/${ctx.pod.name}`,
-        remote: sock.remoteAddress,
-        trustDomain: ctx.trustDomain,
-      });
-      sock.destroy();
-    }
+    refusePeer(ctx, sock);
   });
   server.on('session', (session) => {
     session.on('error', (err) => log.debug('session error', { error: errorMessage(err) }));
@@ -56,7 +112,10 @@ export function createHboneServer(ctx: ProxyContext, creds: TlsCredentials): htt
     }
   });
   server.on('stream', (stream, headers) => {
-    handleStream(ctx, stream, headers).catch((err) => {
+    const session = stream.session;
+    if (!session) return;
+    const ss: StreamSession = { key: session, socket: tlsSocketOf(session), destroy: () => session.destroy() };
+    handleStream(ctx, stream, headers, ss).catch((err) => {
       log.error('inbound handler failed', { error: errorMessage(err) });
       if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
     });
@@ -73,25 +132,23 @@ function tlsSocketOf(session: http2.Http2Session): tls.TLSSocket {
 }
 
 /** SPIFFE id of the session's peer if it is in our trust domain; parsed once per session. */
-function peerIdentity(session: http2.Http2Session, trustDomain: string): string | undefined {
-  let id = peers.get(session);
+function peerIdentity(session: StreamSession, trustDomain: string): string | undefined {
+  let id = peers.get(session.key);
   if (id === undefined) {
-    id = checkPeerTrustDomain(tlsSocketOf(session), trustDomain)?.spiffeId;
-    if (id) peers.set(session, id);
+    id = checkPeerTrustDomain(session.socket, trustDomain)?.spiffeId;
+    if (id) peers.set(session.key, id);
   }
   return id;
 }
 
-async function handleStream(ctx: ProxyContext, stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): Promise<void> {
+async function handleStream(ctx: ProxyContext, stream: ServerStream, headers: http2.IncomingHttpHeaders, session: StreamSession): Promise<void> {
   stream.on('error', () => {}); // reported through the connection record once piped
   const reply = (status: number): void => {
     if (stream.destroyed || stream.headersSent) return;
     stream.respond({ [HTTP2_HEADER_STATUS]: status }, { endStream: true });
   };
   if (headers[HTTP2_HEADER_METHOD] !== 'CONNECT') return reply(405);
-  const session = stream.session;
-  if (!session) return;
-  const sock = tlsSocketOf(session);
+  const sock = session.socket;
   const srcIdentity = peerIdentity(session, ctx.trustDomain);
   if (!srcIdentity) return void session.destroy(); // handshake check failed: no stream is served
   const srcIp = unmapV4(sock.remoteAddress ?? '');

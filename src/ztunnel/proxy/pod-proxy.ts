@@ -4,8 +4,8 @@
  * The HBONE listener needs the pod's certificate: start() waits for it only briefly, then keeps
  * retrying in the background so a slow controller does not hold up the pod's outbound traffic.
  */
-import type * as http2 from 'node:http2';
 import type * as net from 'node:net';
+import type * as tls from 'node:tls';
 import { PORTS } from '../../api/constants.ts';
 import { spiffeId } from '../../api/mesh.ts';
 import { errorMessage } from '../../shared/errors.ts';
@@ -30,14 +30,22 @@ export type PodProxyOptions = Omit<ProxyContext, 'authorize'> & {
   certWaitMs?: number;
 };
 
+interface H2ServerSession {
+  readonly closed: boolean;
+  close(): void;
+  destroy(): void;
+  once(event: 'close', cb: () => void): unknown;
+}
+
 export class PodProxy {
   #ctx: ProxyContext;
   #certWaitMs: number;
   #outbound: net.Server | undefined;
   #plain: net.Server | undefined;
-  #hbone: http2.Http2SecureServer | undefined;
+  #hbone: tls.Server | undefined;
   #hboneReady: Promise<void> | undefined;
-  #h2Sessions = new Set<http2.ServerHttp2Session>();
+  /** node's ServerHttp2Session or the lean H2Session: both close() (GOAWAY, drain) and destroy(). */
+  #h2Sessions = new Set<H2ServerSession>();
   #unsubscribe: (() => void) | undefined;
   #stopped = false;
   #retry: NodeJS.Timeout | undefined;
@@ -91,7 +99,7 @@ export class PodProxy {
         const creds = await certs.get(id);
         if (this.#stopped) throw new Error('stopped');
         const server = createHboneServer(this.#ctx, creds);
-        server.on('session', (s) => {
+        server.on('session', (s: H2ServerSession) => {
           this.#h2Sessions.add(s);
           s.once('close', () => this.#h2Sessions.delete(s));
         });

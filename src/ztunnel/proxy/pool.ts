@@ -8,13 +8,15 @@
  */
 import * as http2 from 'node:http2';
 import * as tls from 'node:tls';
+import type { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { AmbitError, errorMessage } from '../../shared/errors.ts';
 import { logger } from '../../shared/log.ts';
 import { hboneClientOptions } from '../../shared/tls.ts';
 import type { TlsCredentials } from '../../shared/tls.ts';
 import type { Workload } from '../../api/mesh.ts';
-import { connectionWindow, h2Settings, H2_MAX_SESSION_MEMORY, H2_MAX_STREAMS } from './h2-settings.ts';
+import { H2Session } from '../h2/session.ts';
+import { connectionWindow, h2Settings, HBONE_H2, H2_MAX_SESSION_MEMORY, H2_MAX_STREAMS, leanSessionOptions } from './h2-settings.ts';
 import { formatAddr, parseAddr } from './types.ts';
 import type { Addr, HboneRoute, LocalPod, PodSockets } from './types.ts';
 
@@ -49,11 +51,25 @@ export interface PoolSessionInfo {
   draining: boolean;
 }
 
+/** What the pool uses of a client session: node's ClientHttp2Session and the lean H2Session both fit. */
+interface ClientSession extends EventEmitter {
+  request(headers: Record<string, string>, options: { endStream: boolean }): ClientStream;
+  ping(cb: (err: Error | null) => void): boolean;
+  close(): void;
+  destroy(): void;
+  setLocalWindowSize(size: number): void;
+  readonly closed: boolean;
+  readonly destroyed: boolean;
+  readonly remoteSettings?: { maxConcurrentStreams?: number };
+}
+
+type ClientStream = Duplex & { close(code?: number): void; readonly rstCode?: number };
+
 interface Entry {
   group: string;
   info: PoolSessionInfo;
-  ready: Promise<http2.ClientHttp2Session>;
-  session?: http2.ClientHttp2Session;
+  ready: Promise<ClientSession>;
+  session?: ClientSession;
   closed: boolean;
   idle?: NodeJS.Timeout;
   ping?: NodeJS.Timeout;
@@ -92,7 +108,7 @@ export class HbonePool {
     for (let attempt = 0; ; attempt++) {
       if (this.#closed) throw new AmbitError('ZT_POOL_CLOSED', 'the HBONE pool is shut down (agent stopping)');
       const entry = this.#reserve(route, src, creds);
-      let stream: http2.ClientHttp2Stream;
+      let stream: ClientStream;
       try {
         const session = await entry.ready;
         stream = session.request(headers, { endStream: false });
@@ -171,7 +187,7 @@ export class HbonePool {
         activeStreams: 0,
         draining: false,
       },
-      ready: undefined as unknown as Promise<http2.ClientHttp2Session>,
+      ready: undefined as unknown as Promise<ClientSession>,
     };
     e.ready = this.#connect(route, src, creds).then(
       (session) => {
@@ -210,7 +226,7 @@ export class HbonePool {
     return e;
   }
 
-  async #connect(route: HboneRoute, src: HboneSource, creds: PoolCredentials): Promise<http2.ClientHttp2Session> {
+  async #connect(route: HboneRoute, src: HboneSource, creds: PoolCredentials): Promise<ClientSession> {
     const addr = parseAddr(route.hboneAddress);
     if (!addr) throw new AmbitError('ZT_BAD_ROUTE', `HBONE address ${route.hboneAddress} is not ip:port`);
     const fail = (what: string, err: unknown): AmbitError =>
@@ -240,14 +256,18 @@ export class HbonePool {
       tcp.destroy();
       throw fail('TLS handshake', err);
     }
-    const session = http2.connect(`https://${route.hboneAddress}`, {
-      createConnection: () => sock,
-      settings: h2Settings(),
-      maxSessionMemory: H2_MAX_SESSION_MEMORY,
-    });
+    // lean: ready once the peer's SETTINGS arrived (its stream limit is known before the first stream)
+    const session: ClientSession =
+      HBONE_H2 === 'lean'
+        ? new H2Session(sock, true, leanSessionOptions())
+        : (http2.connect(`https://${route.hboneAddress}`, {
+            createConnection: () => sock,
+            settings: h2Settings(),
+            maxSessionMemory: H2_MAX_SESSION_MEMORY,
+          }) as unknown as ClientSession);
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no HTTP/2 SETTINGS within ${this.#timeoutMs} ms`)), this.#timeoutMs);
-      session.once('connect', () => { clearTimeout(timer); resolve(); });
+      session.once(HBONE_H2 === 'lean' ? 'remoteSettings' : 'connect', () => { clearTimeout(timer); resolve(); });
       session.once('error', (err) => { clearTimeout(timer); reject(err); });
       session.once('close', () => { clearTimeout(timer); reject(new Error('peer closed the connection (did it refuse our certificate?)')); });
     }).catch((err) => {
@@ -287,7 +307,7 @@ export class HbonePool {
   }
 }
 
-function awaitResponse(stream: http2.ClientHttp2Stream, route: HboneRoute, timeoutMs: number): Promise<Duplex> {
+function awaitResponse(stream: ClientStream, route: HboneRoute, timeoutMs: number): Promise<Duplex> {
   return new Promise<Duplex>((resolve, reject) => {
     const timer = setTimeout(() => {
       stream.close(http2.constants.NGHTTP2_CANCEL);
@@ -300,7 +320,7 @@ function awaitResponse(stream: http2.ClientHttp2Stream, route: HboneRoute, timeo
     const onClose = (): void => onError(new Error(`stream closed before a response (rst code ${stream.rstCode})`));
     stream.once('error', onError);
     stream.once('close', onClose);
-    stream.once('response', (headers) => {
+    stream.once('response', (headers: Record<string, string | string[] | undefined>) => {
       clearTimeout(timer);
       stream.removeListener('error', onError);
       stream.removeListener('close', onClose);
