@@ -14,12 +14,11 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import {
   DEFAULT_MAX_FRAME, E_CANCEL, E_COMPRESSION_ERROR, E_ENHANCE_YOUR_CALM, E_FLOW_CONTROL_ERROR, E_FRAME_SIZE_ERROR,
-  E_NO_ERROR, E_PROTOCOL_ERROR, E_REFUSED_STREAM, E_STREAM_CLOSED, errorCodeName, F_ACK, F_END_HEADERS,
-  F_END_STREAM, F_PADDED, F_PRIORITY, FrameReader, goawayFrame, H2Error, headersFrames,
-  MAX_ALLOWED_FRAME, MAX_WINDOW, pingFrame, PREFACE, rstStreamFrame, S_ENABLE_PUSH, S_HEADER_TABLE_SIZE,
-  S_INITIAL_WINDOW_SIZE, S_MAX_CONCURRENT_STREAMS, S_MAX_FRAME_SIZE, S_MAX_HEADER_LIST_SIZE, settingsAck,
-  settingsFrame, T_CONTINUATION, T_DATA, T_GOAWAY, T_HEADERS, T_PING, T_PRIORITY, T_PUSH_PROMISE, T_RST_STREAM,
-  T_SETTINGS, T_WINDOW_UPDATE, windowUpdateFrame,
+  E_NO_ERROR, E_PROTOCOL_ERROR, E_REFUSED_STREAM, E_STREAM_CLOSED, errorCodeName, F_ACK, F_END_STREAM, FrameReader,
+  goawayFrame, H2Error, headersFrames, MAX_ALLOWED_FRAME, MAX_WINDOW, pingFrame, PREFACE, rstStreamFrame,
+  S_ENABLE_PUSH, S_INITIAL_WINDOW_SIZE, S_MAX_CONCURRENT_STREAMS, S_MAX_FRAME_SIZE, S_MAX_HEADER_LIST_SIZE,
+  settingsAck, settingsFrame, T_CONTINUATION, T_DATA, T_GOAWAY, T_HEADERS, T_PING, T_PRIORITY, T_PUSH_PROMISE,
+  T_RST_STREAM, T_SETTINGS, T_WINDOW_UPDATE, windowUpdateFrame,
 } from './frames.ts';
 import type { FrameSink } from './frames.ts';
 import { ReceiveWindow, SendWindow } from './flow-control.ts';
@@ -28,6 +27,12 @@ import { HpackDecoder, HpackError, hpackEncode } from './hpack.ts';
 import type { HeaderList } from './hpack.ts';
 import { H2Stream, H2StreamError } from './stream.ts';
 import { FrameWriter, MAX_UNSENT } from './writer.ts';
+import { HeaderBlockAssembler } from './header-block.ts';
+import type { HeaderBlock } from './header-block.ts';
+import { applySettings, defaultRemoteSettings } from './settings.ts';
+import type { RemoteSettings } from './settings.ts';
+
+export type { RemoteSettings } from './settings.ts';
 import type { H2Headers, StreamOwner } from './stream.ts';
 
 export interface H2SessionOptions {
@@ -45,14 +50,6 @@ export interface H2SessionOptions {
   dataWrite?: string;
 }
 
-export interface RemoteSettings {
-  headerTableSize: number;
-  enablePush: boolean;
-  maxConcurrentStreams: number;
-  initialWindowSize: number;
-  maxFrameSize: number;
-  maxHeaderListSize: number;
-}
 
 const MAX_HEADER_BLOCK = 256 * 1024;
 const MAX_HEADER_LIST = 64 * 1024;
@@ -68,14 +65,7 @@ interface Ping {
 export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
   readonly socket: Duplex;
   readonly isClient: boolean;
-  readonly remoteSettings: RemoteSettings = {
-    headerTableSize: 4096,
-    enablePush: true,
-    maxConcurrentStreams: 2 ** 32 - 1,
-    initialWindowSize: 65_535,
-    maxFrameSize: DEFAULT_MAX_FRAME,
-    maxHeaderListSize: Infinity,
-  };
+  readonly remoteSettings: RemoteSettings = defaultRemoteSettings();
   #o: Required<H2SessionOptions>;
   #reader: FrameReader;
   #decoder = new HpackDecoder(4096, MAX_HEADER_LIST);
@@ -87,7 +77,7 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
   #gotSettings = false;
   #connSend = new SendWindow(65_535);
   #connRecv = new ReceiveWindow(65_535);
-  #block: { sid: number; flags: number; parts: Buffer[]; size: number } | undefined;
+  #headerBlocks = new HeaderBlockAssembler(MAX_HEADER_BLOCK);
   #data: H2Stream | undefined;
   #dataLen = 0;
   #dataGot = 0;
@@ -418,11 +408,11 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
   }
 
   #frame(type: number, flags: number, sid: number, payload: Buffer): void {
-    if (type === T_CONTINUATION) return this.#onContinuation(flags, sid, payload);
+    if (type === T_CONTINUATION) return this.#onHeaderBlock(this.#headerBlocks.onContinuation(flags, sid, payload));
     this.#expectNoContinuation(type);
     if (!this.#gotSettings && type !== T_SETTINGS) throw new H2Error(E_PROTOCOL_ERROR, `frame type ${type} before the peer's SETTINGS`);
     switch (type) {
-      case T_HEADERS: return this.#onHeadersFrame(flags, sid, payload);
+      case T_HEADERS: return this.#onHeaderBlock(this.#headerBlocks.onHeaders(flags, sid, payload));
       case T_PRIORITY:
         if (sid === 0) throw new H2Error(E_PROTOCOL_ERROR, 'PRIORITY on stream 0');
         if (payload.length !== 5) throw new H2Error(E_FRAME_SIZE_ERROR, 'PRIORITY frame not 5 bytes', sid);
@@ -439,7 +429,7 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
   }
 
   #expectNoContinuation(type: number): void {
-    if (this.#block) throw new H2Error(E_PROTOCOL_ERROR, `frame type ${type} while a header block awaits CONTINUATION`);
+    if (this.#headerBlocks.pending) throw new H2Error(E_PROTOCOL_ERROR, `frame type ${type} while a header block awaits CONTINUATION`);
   }
 
   #isIdle(sid: number): boolean {
@@ -447,54 +437,12 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
     return peerInitiated ? sid > this.#lastPeerStreamId : sid >= this.#nextStreamId;
   }
 
-  #onHeadersFrame(flags: number, sid: number, payload: Buffer): void {
-    if (sid === 0) throw new H2Error(E_PROTOCOL_ERROR, 'HEADERS on stream 0');
-    let start = 0;
-    let end = payload.length;
-    if (flags & F_PADDED) {
-      if (payload.length < 1) throw new H2Error(E_FRAME_SIZE_ERROR, 'padded HEADERS without pad length');
-      const pad = payload[0];
-      start = 1;
-      end -= pad;
-    }
-    if (flags & F_PRIORITY) {
-      if (end - start < 5) throw new H2Error(E_FRAME_SIZE_ERROR, 'HEADERS priority fields truncated');
-      if ((payload.readUInt32BE(start) & 0x7fffffff) === sid) {
-        // still decode the block (HPACK state), then fail the stream
-        start += 5;
-        if (end < start) throw new H2Error(E_PROTOCOL_ERROR, 'HEADERS padding exceeds the payload');
-        this.#startBlock(sid, flags, payload.subarray(start, end), true);
-        return;
-      }
-      start += 5;
-    }
-    if (end < start) throw new H2Error(E_PROTOCOL_ERROR, 'HEADERS padding exceeds the payload');
-    this.#startBlock(sid, flags, payload.subarray(start, end), false);
-  }
-
-  #selfDependent = false;
-
-  #startBlock(sid: number, flags: number, fragment: Buffer, selfDependent: boolean): void {
-    this.#selfDependent = selfDependent;
-    if (flags & F_END_HEADERS) return this.#onHeaderBlock(sid, flags, fragment);
-    this.#block = { sid, flags, parts: [Buffer.from(fragment)], size: fragment.length };
-  }
-
-  #onContinuation(flags: number, sid: number, payload: Buffer): void {
-    const b = this.#block;
-    if (!b || b.sid !== sid) throw new H2Error(E_PROTOCOL_ERROR, `CONTINUATION on stream ${sid} without a HEADERS before it`);
-    b.size += payload.length;
-    if (b.size > MAX_HEADER_BLOCK) throw new H2Error(E_ENHANCE_YOUR_CALM, `header block larger than ${MAX_HEADER_BLOCK} bytes`);
-    b.parts.push(Buffer.from(payload));
-    if (!(flags & F_END_HEADERS)) return;
-    this.#block = undefined;
-    this.#onHeaderBlock(sid, b.flags, Buffer.concat(b.parts));
-  }
-
-  #onHeaderBlock(sid: number, flags: number, block: Buffer): void {
-    const list = this.#decoder.decode(block); // always: keeps the HPACK state in step with the peer
+  #onHeaderBlock(b: HeaderBlock | undefined): void {
+    if (!b) return; // more CONTINUATION to come
+    const { sid, flags } = b;
+    const list = this.#decoder.decode(b.block); // always: keeps the HPACK state in step with the peer
     const endStream = (flags & F_END_STREAM) !== 0;
-    if (this.#selfDependent) throw new H2Error(E_PROTOCOL_ERROR, `stream ${sid} depends on itself`, sid);
+    if (b.selfDependent) throw new H2Error(E_PROTOCOL_ERROR, `stream ${sid} depends on itself`, sid);
     const s = this.#streams.get(sid);
     if (s) return this.#onStreamHeaders(s, list, endStream);
     if (this.isClient) {
@@ -571,33 +519,8 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
       if (!this.#gotSettings) throw new H2Error(E_PROTOCOL_ERROR, 'SETTINGS ACK before the peer\'s SETTINGS');
       return;
     }
-    if (payload.length % 6 !== 0) throw new H2Error(E_FRAME_SIZE_ERROR, `SETTINGS payload of ${payload.length} bytes`);
     const r = this.remoteSettings;
-    let windowDelta = 0;
-    for (let i = 0; i < payload.length; i += 6) {
-      const id = payload.readUInt16BE(i);
-      const v = payload.readUInt32BE(i + 2);
-      switch (id) {
-        case S_HEADER_TABLE_SIZE: r.headerTableSize = v; break; // our encoder never indexes: nothing to do
-        case S_ENABLE_PUSH:
-          if (v > 1) throw new H2Error(E_PROTOCOL_ERROR, `SETTINGS_ENABLE_PUSH ${v}`);
-          if (this.isClient && v === 1) throw new H2Error(E_PROTOCOL_ERROR, 'server sent SETTINGS_ENABLE_PUSH 1');
-          r.enablePush = v === 1;
-          break;
-        case S_MAX_CONCURRENT_STREAMS: r.maxConcurrentStreams = v; break;
-        case S_INITIAL_WINDOW_SIZE:
-          if (v > MAX_WINDOW) throw new H2Error(E_FLOW_CONTROL_ERROR, `SETTINGS_INITIAL_WINDOW_SIZE ${v}`);
-          windowDelta += v - r.initialWindowSize;
-          r.initialWindowSize = v;
-          break;
-        case S_MAX_FRAME_SIZE:
-          if (v < DEFAULT_MAX_FRAME || v > MAX_ALLOWED_FRAME) throw new H2Error(E_PROTOCOL_ERROR, `SETTINGS_MAX_FRAME_SIZE ${v}`);
-          r.maxFrameSize = v;
-          break;
-        case S_MAX_HEADER_LIST_SIZE: r.maxHeaderListSize = v; break;
-        default: break; // unknown settings are ignored
-      }
-    }
+    const windowDelta = applySettings(r, payload, this.isClient);
     if (windowDelta !== 0) {
       for (const s of this.#streams.values()) {
         if (!s.sendWindow.adjust(windowDelta)) throw new H2Error(E_FLOW_CONTROL_ERROR, `stream ${s.id} window overflows`);
