@@ -11,6 +11,7 @@ import { isLocalAddress, localWorkload, workloadName } from './context.ts';
 import type { ProxyContext } from './context.ts';
 import { unmapV4 } from './decide.ts';
 import { abort, pipeBoth } from './pipe.ts';
+import { connectToApp } from './app-connect.ts';
 import { formatAddr } from './types.ts';
 
 const log = logger('inbound-plain');
@@ -58,21 +59,8 @@ async function handle(ctx: ProxyContext, sock: net.Socket): Promise<void> {
   const decision = ctx.authorize({
     pod: ctx.pod, workload: me, srcIp, srcWorkload, dstIp, dstPort: dst.port, transport: 'plaintext',
   });
-  rec.set({ policy: decision.policy });
-  if (!decision.allow) {
-    rec.close(`ZT_DENIED: ${decision.reason ?? 'denied by authorization policy'}${decision.policy ? ` (${decision.policy})` : ''}`);
-    abort(sock);
-    return;
-  }
-  let app: net.Socket;
-  try {
-    app = await ctx.sockets.connect(dstIp, dst.port, { localAddress: srcIp, transparent: true });
-  } catch (err) {
-    rec.close(err);
-    abort(sock);
-    return;
-  }
-  app.setNoDelay(true);
+  const app = await connectToApp(ctx, rec, decision, srcIp, { address: dstIp, port: dst.port }, () => abort(sock));
+  if (!app) return;
   if (sock.destroyed) {
     rec.close('client closed before the app connection was ready');
     app.destroy();

@@ -6,7 +6,6 @@
  * Answers: 200 tunnel up, 400 bad authority, 401 denied, 405 not CONNECT, 503 app unreachable.
  */
 import * as http2 from 'node:http2';
-import type * as net from 'node:net';
 import * as tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { PORTS } from '../../api/constants.ts';
@@ -20,6 +19,7 @@ import { unmapV4 } from './decide.ts';
 import { H2Session } from '../h2/session.ts';
 import { connectionWindow, h2Settings, HBONE_H2, H2_MAX_SESSION_MEMORY, leanSessionOptions } from './h2-settings.ts';
 import { pipeBoth } from './pipe.ts';
+import { connectToApp } from './app-connect.ts';
 import { formatAddr, parseAddr } from './types.ts';
 
 const log = logger('inbound');
@@ -184,21 +184,8 @@ async function handleStream(ctx: ProxyContext, stream: ServerStream, headers: ht
     dstPort: target.port,
     transport: 'hbone',
   });
-  rec.set({ policy: decision.policy });
-  if (!decision.allow) {
-    reply(401);
-    rec.close(`ZT_DENIED: ${decision.reason ?? 'denied by authorization policy'}${decision.policy ? ` (${decision.policy})` : ''}`);
-    return;
-  }
-  let app: net.Socket;
-  try {
-    app = await ctx.sockets.connect(unmapV4(target.address), target.port, { localAddress: srcIp, transparent: true });
-  } catch (err) {
-    reply(503);
-    rec.close(err);
-    return;
-  }
-  app.setNoDelay(true);
+  const app = await connectToApp(ctx, rec, decision, srcIp, { address: unmapV4(target.address), port: target.port }, reply);
+  if (!app) return;
   if (stream.destroyed) {
     rec.close('HBONE stream closed before the app connection was ready');
     app.destroy();
