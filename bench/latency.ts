@@ -5,7 +5,7 @@
  * the mesh adds, the qps achieved, and the agents' CPU (millicores) and RSS during each run.
  */
 import type { AgentUse } from './lib.ts';
-import { ambit, execInPod, fmt, FORTIO, mustAmbit, note, podIP, retry, table, waitReady, watchAgents } from './lib.ts';
+import { ambit, execInPod, fmt, FORTIO, mustAmbit, note, podIP, retry, table, waitReady, watchAgents, namespaceManifest } from './lib.ts';
 
 const QPS = Number(process.env.BENCH_QPS ?? 1000);
 const CONNS = Number(process.env.BENCH_CONNS ?? 4);
@@ -13,11 +13,7 @@ const DURATION = process.env.BENCH_DURATION ?? '30s';
 const PERCENTILES = [50, 90, 99, 99.9];
 
 function manifests(ns: string, meshed: boolean): string {
-  const label = meshed ? ', labels: { istio.io/dataplane-mode: ambient }' : '';
-  return `
-apiVersion: v1
-kind: Namespace
-metadata: { name: ${ns}${label} }
+  return `${namespaceManifest(ns, meshed)}
 ---
 apiVersion: v1
 kind: Pod

@@ -18,6 +18,12 @@ const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).s
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Progress goes to stderr so stdout stays the markdown tables. */
+/** A Namespace manifest, enrolled in the mesh (ambient) or plain (the baseline). */
+export function namespaceManifest(ns: string, meshed: boolean): string {
+  const label = meshed ? ', labels: { istio.io/dataplane-mode: ambient }' : '';
+  return `apiVersion: v1\nkind: Namespace\nmetadata: { name: ${ns}${label} }`;
+}
+
 export function note(msg: string): void {
   process.stderr.write(`# ${new Date().toISOString().slice(11, 19)} ${msg}\n`);
 }

@@ -7,16 +7,12 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
 import type { ProcSample } from './lib.ts';
-import { agentPids, agentPodCount, ambit, fmt, mustAmbit, note, pods, sample, sleep, table, waitReady } from './lib.ts';
+import { agentPids, agentPodCount, ambit, fmt, mustAmbit, note, pods, sample, sleep, table, waitReady, namespaceManifest } from './lib.ts';
 
 const PODS = Number(process.env.BENCH_PODS ?? 100);
 
 function manifests(ns: string, meshed: boolean): string {
-  const label = meshed ? ', labels: { istio.io/dataplane-mode: ambient }' : '';
-  return `
-apiVersion: v1
-kind: Namespace
-metadata: { name: ${ns}${label} }
+  return `${namespaceManifest(ns, meshed)}
 ---
 apiVersion: apps/v1
 kind: Deployment

@@ -4,17 +4,13 @@
  * nodes (node-1 -> node-2) and, for information, on one node (node-2 -> node-2). Prints Gbit/s
  * (median and range) and the agents' CPU seconds per GB moved. Needs a running instance (run.sh).
  */
-import { ambit, execInPod, fmt, median, mustAmbit, note, podIP, retry, table, waitReady, watchAgents } from './lib.ts';
+import { ambit, execInPod, fmt, median, mustAmbit, note, podIP, retry, table, waitReady, watchAgents, namespaceManifest } from './lib.ts';
 
 const REPS = Number(process.env.BENCH_REPS ?? 3);
 const SECONDS = Number(process.env.BENCH_IPERF_SECONDS ?? 10);
 
 function manifests(ns: string, meshed: boolean): string {
-  const label = meshed ? ', labels: { istio.io/dataplane-mode: ambient }' : '';
-  return `
-apiVersion: v1
-kind: Namespace
-metadata: { name: ${ns}${label} }
+  return `${namespaceManifest(ns, meshed)}
 ---
 apiVersion: v1
 kind: Pod

@@ -36,25 +36,23 @@ import { logger } from '../shared/log.ts';
 
 export type NetnsRef = number | string; // an open netns fd, or a path (/var/run/netns/x, /proc/PID/ns/net)
 
-export interface ListenOptions {
+/** What a listening and a connecting socket have in common. */
+interface SocketOptions {
   netns?: NetnsRef;
   host: string;
   port: number;
   mark?: number;
   transparent?: boolean;
   freebind?: boolean;
+}
+
+export interface ListenOptions extends SocketOptions {
   /** SO_REUSEPORT (default false): lets a new agent open its listeners before the old one closes. */
   reusePort?: boolean;
   backlog?: number;
 }
 
-export interface ConnectOptions {
-  netns?: NetnsRef;
-  host: string;
-  port: number;
-  mark?: number;
-  transparent?: boolean;
-  freebind?: boolean;
+export interface ConnectOptions extends SocketOptions {
   localAddress?: string;
   localPort?: number;
   /** default 10000 */

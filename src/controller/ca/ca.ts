@@ -8,6 +8,7 @@
 import * as crypto from 'node:crypto';
 import * as net from 'node:net';
 import type * as tls from 'node:tls';
+import { spiffeId } from '../../api/mesh.ts';
 import { AmbitError } from '../../shared/errors.ts';
 import { isValidTrustDomain } from '../../shared/tls.ts';
 import { parseWorkloadCsr, type CsrIdentity } from './csr.ts';
@@ -107,7 +108,7 @@ export class CertificateAuthority {
       notBefore: new Date(now - CLOCK_SKEW_MS),
       notAfter: new Date(now + AGENT_TTL_MS),
       extensions: [
-        new x509.SubjectAlternativeNameExtension([{ type: 'url', value: `spiffe://${this.trustDomain}/ns/${AGENT_NAMESPACE}/sa/${AGENT_SERVICE_ACCOUNT}` }]),
+        new x509.SubjectAlternativeNameExtension([{ type: 'url', value: spiffeId(this.trustDomain, AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT) }]),
         new x509.KeyUsagesExtension(KeyUsageFlags.digitalSignature | KeyUsageFlags.keyEncipherment, true),
         new x509.ExtendedKeyUsageExtension([ExtendedKeyUsage.clientAuth]),
       ],

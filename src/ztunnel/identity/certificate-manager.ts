@@ -10,6 +10,7 @@
  * - While an identity has no usable certificate and a retry is pending, get() fails fast with the
  *   last error (ID_UNAVAILABLE) instead of piling requests onto a failing CA.
  */
+import { spiffeId } from '../../api/mesh.ts';
 import { AmbitError, errorMessage } from '../../shared/errors.ts';
 import { logger } from '../../shared/log.ts';
 import { isValidNamespace, isValidServiceAccount, isValidTrustDomain } from '../../shared/tls.ts';
@@ -80,7 +81,7 @@ export class CertificateManager {
     if (!isValidNamespace(id.namespace) || !isValidServiceAccount(id.serviceAccount)) {
       throw new AmbitError('ID_BAD_IDENTITY', `invalid workload identity namespace=${JSON.stringify(id.namespace)} serviceAccount=${JSON.stringify(id.serviceAccount)}: both must be Kubernetes names`);
     }
-    return `spiffe://${this.#td}/ns/${id.namespace}/sa/${id.serviceAccount}`;
+    return spiffeId(this.#td, id.namespace, id.serviceAccount);
   }
 
   /** Credentials for the identity, fetched or renewed as needed. Rejects with AmbitError (ID_*). */

@@ -5,6 +5,7 @@
  */
 import * as net from 'node:net';
 import { PORTS } from '../../api/constants.ts';
+import { spiffeId } from '../../api/mesh.ts';
 import { errorMessage } from '../../shared/errors.ts';
 import { logger } from '../../shared/log.ts';
 import { isLocalAddress, localWorkload, workloadName } from './context.ts';
@@ -51,7 +52,7 @@ async function handle(ctx: ProxyContext, sock: net.Socket): Promise<void> {
     podUid: ctx.pod.uid,
     src: formatAddr(srcIp, srcPort),
     dst: formatAddr(dstIp, dst.port),
-    dstIdentity: `spiffe://${ctx.trustDomain}/ns/${ctx.pod.namespace}/sa/${ctx.pod.serviceAccount}`,
+    dstIdentity: spiffeId(ctx.trustDomain, ctx.pod.namespace, ctx.pod.serviceAccount),
     srcWorkload: workloadName(srcWorkload),
     dstWorkload: workloadName(me),
     protocol: 'TCP',

@@ -9,6 +9,7 @@ import * as http2 from 'node:http2';
 import * as tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { PORTS } from '../../api/constants.ts';
+import { spiffeId } from '../../api/mesh.ts';
 import { errorMessage } from '../../shared/errors.ts';
 import { logger } from '../../shared/log.ts';
 import { checkPeerTrustDomain, hboneServerOptions } from '../../shared/tls.ts';
@@ -164,7 +165,7 @@ async function handleStream(ctx: ProxyContext, stream: ServerStream, headers: ht
     dst: authority,
     hboneAddr: formatAddr(unmapV4(sock.localAddress ?? ''), sock.localPort ?? 0),
     srcIdentity,
-    dstIdentity: `spiffe://${ctx.trustDomain}/ns/${ctx.pod.namespace}/sa/${ctx.pod.serviceAccount}`,
+    dstIdentity: spiffeId(ctx.trustDomain, ctx.pod.namespace, ctx.pod.serviceAccount),
     srcWorkload: workloadName(srcWorkload),
     dstWorkload: workloadName(me),
     protocol: 'HBONE',
