@@ -454,7 +454,9 @@ describe('lean client against a bad server', () => {
   it('garbage from the server fails the session and its streams, without an exception', async () => {
     const server = tls.createServer(hboneServerOptions(serverCreds), (sock) => {
       sock.on('error', () => {});
-      sock.once('data', () => sock.write(Buffer.concat([settingsFrame([]), randomBytes(64), goawayFrame(0, 0)])));
+      // Garbage whose first frame header claims 16 MiB - 1 bytes (over any max frame size): random
+      // bytes alone would now and then look like a valid frame still waiting for its payload.
+      sock.once('data', () => sock.write(Buffer.concat([settingsFrame([]), Buffer.from([0xff, 0xff, 0xff]), randomBytes(61), goawayFrame(0, 0)])));
     });
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
