@@ -24,6 +24,8 @@ export interface Workload {
   labels: Record<string, string>;
   canonicalName: string;
   canonicalRevision: string;
+  /** The owning workload's name (Deployment, StatefulSet, ...; the pod name for a bare pod), for metrics. */
+  workloadName?: string;
   /** Name of a waypoint for this workload, when one applies (later issues). */
   waypoint?: { namespace: string; name: string; address?: string };
   /** Service keys (`namespace/name`) that select this workload, with port mappings service port -> target port. */

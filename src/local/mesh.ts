@@ -78,7 +78,7 @@ export class LocalMesh {
       const dir = this.#paths.nodeDir(n.name);
       const agent = new SupervisedProcess({
         label: `agent/${n.name}`, netns: n.netns,
-        command: [NODE_BIN, CLI_MAIN, 'agent', '--node', n.name, '--controller', this.controllerAddress, '--creds-dir', dir, '--run-dir', dir],
+        command: [NODE_BIN, ...agentNodeFlags(), CLI_MAIN, 'agent', '--node', n.name, '--controller', this.controllerAddress, '--creds-dir', dir, '--run-dir', dir],
         env, logFile: join(this.#paths.logs, `agent-${n.name}.log`), restart: 'Always',
       });
       agent.start();
@@ -107,4 +107,9 @@ export class LocalMesh {
       if (pid) this.#ledger.removePid(pid);
     }
   }
+}
+
+/** Extra node flags for the agents (profiling: `--cpu-prof`, `--trace-gc`, ... not allowed in NODE_OPTIONS). */
+function agentNodeFlags(): string[] {
+  return (process.env.AMBIT_AGENT_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
 }

@@ -5,9 +5,10 @@
  */
 import type { MeshService, ServicePort, Workload } from '../../api/mesh.ts';
 import { serviceKey } from '../../api/mesh.ts';
+import { policyKey, type AuthorizationRecord, type PeerAuthenticationRecord } from '../../api/policy.ts';
 import { errorMessage } from '../../shared/errors.ts';
 import { logger } from '../../shared/log.ts';
-import { serviceProblem, workloadProblem } from './validate.ts';
+import { authorizationProblem, peerAuthenticationProblem, serviceProblem, workloadProblem } from './validate.ts';
 
 const log = logger('agent.state');
 
@@ -18,6 +19,12 @@ export interface StateView {
   service(key: string): MeshService | undefined;
   workloads(): Workload[];
   services(): MeshService[];
+  /** Every AuthorizationPolicy of the mesh (all namespaces), sorted by namespace/name. */
+  authorizations(): AuthorizationRecord[];
+  /** Every PeerAuthentication of the mesh, sorted by namespace/name. */
+  peerAuthentications(): PeerAuthenticationRecord[];
+  /** Bumped whenever authorizations or peer authentications change (re-check open connections). */
+  readonly policyGeneration: number;
   /** Called after each applied change (one call per batch). Returns an unsubscribe function. */
   onChange(cb: () => void): () => void;
   readonly version: string;
@@ -28,12 +35,15 @@ export interface StateDelta {
   workloads?: { upsert?: Workload[]; remove?: string[] };
   /** Services are keyed `namespace/name`. */
   services?: { upsert?: MeshService[]; remove?: string[] };
+  /** Keyed `namespace/name`. */
+  authorizations?: { upsert?: AuthorizationRecord[]; remove?: string[] };
+  peerAuthentications?: { upsert?: PeerAuthenticationRecord[]; remove?: string[] };
   /** The controller's version for this state, shown by `version`. */
   version?: string;
 }
 
 export interface Rejection {
-  kind: 'workload' | 'service';
+  kind: 'workload' | 'service' | 'authorization' | 'peerAuthentication';
   /** uid, or `namespace/name` for services (as sent). */
   name: string;
   reason: string;
@@ -52,6 +62,11 @@ export class StateStore implements StateView {
   #byAddress = new Map<string, string[]>();
   /** `vip|port` -> service key */
   #byVipPort = new Map<string, string>();
+  #authz = new Map<string, AuthorizationRecord>();
+  #peerAuthn = new Map<string, PeerAuthenticationRecord>();
+  #authzList: AuthorizationRecord[] | undefined;
+  #peerAuthnList: PeerAuthenticationRecord[] | undefined;
+  #policyGeneration = 0;
   #listeners = new Set<() => void>();
   #version = '';
   #generation = 0;
@@ -91,6 +106,18 @@ export class StateStore implements StateView {
     this.#serviceList ??= [...this.#services.values()];
     return this.#serviceList;
   }
+
+  authorizations(): AuthorizationRecord[] {
+    this.#authzList ??= sortedValues(this.#authz);
+    return this.#authzList;
+  }
+
+  peerAuthentications(): PeerAuthenticationRecord[] {
+    this.#peerAuthnList ??= sortedValues(this.#peerAuthn);
+    return this.#peerAuthnList;
+  }
+
+  get policyGeneration(): number { return this.#policyGeneration; }
 
   onChange(cb: () => void): () => void {
     this.#listeners.add(cb);
@@ -136,6 +163,15 @@ export class StateStore implements StateView {
       for (const vip of rec.vips) for (const p of rec.ports) this.#byVipPort.set(`${normalizeIP(vip)}|${p.port}`, key);
       changed = true;
     }
+    const policiesChanged =
+      applyKeyed(this.#authz, delta.authorizations, authorizationProblem, 'authorization', rejected) |
+      applyKeyed(this.#peerAuthn, delta.peerAuthentications, peerAuthenticationProblem, 'peerAuthentication', rejected);
+    if (policiesChanged) {
+      changed = true;
+      this.#policyGeneration++;
+      this.#authzList = undefined;
+      this.#peerAuthnList = undefined;
+    }
     if (delta.version !== undefined && delta.version !== this.#version) {
       this.#version = delta.version;
     }
@@ -180,4 +216,28 @@ export class StateStore implements StateView {
     }
     return true;
   }
+}
+
+function sortedValues<T>(m: Map<string, T>): T[] {
+  return [...m.entries()].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)).map((e) => e[1]);
+}
+
+/** Upserts/removes keyed policy records; refused ones keep their previous version. Returns 1 if anything changed. */
+function applyKeyed<T extends { namespace: string; name: string }>(
+  map: Map<string, T>, d: { upsert?: T[]; remove?: string[] } | undefined,
+  problem: (r: T) => string | undefined, kind: Rejection['kind'], rejected: Rejection[],
+): number {
+  if (!d) return 0;
+  let changed = 0;
+  for (const key of d.remove ?? []) if (map.delete(key)) changed = 1;
+  for (const r of d.upsert ?? []) {
+    const reason = problem(r);
+    if (reason) {
+      rejected.push({ kind, name: typeof r?.namespace === 'string' && typeof r?.name === 'string' ? policyKey(r) : '?', reason });
+      continue;
+    }
+    map.set(policyKey(r), Object.freeze(structuredClone(r)));
+    changed = 1;
+  }
+  return changed;
 }

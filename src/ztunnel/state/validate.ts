@@ -99,3 +99,81 @@ export function assertValidService(s: unknown): asserts s is MeshService {
   const p = serviceProblem(s);
   if (p) throw new Error(p);
 }
+
+const SCOPES = new Set(['MESH', 'NAMESPACE', 'WORKLOAD']);
+const MODES = new Set(['UNSET', 'PERMISSIVE', 'STRICT']);
+
+function strList(v: unknown, field: string): void {
+  if (!Array.isArray(v)) throw new Error(`${field} must be a list`);
+  v.forEach((s, i) => str(s, `${field}[${i}]`));
+}
+function cidrList(v: unknown, field: string): void {
+  if (!Array.isArray(v)) throw new Error(`${field} must be a list`);
+  v.forEach((c, i) => {
+    const [ip, bits, extra] = typeof c === 'string' ? c.split('/') : [];
+    const fam = isIP(ip ?? '');
+    const n = Number(bits);
+    if (fam === 0 || extra !== undefined || bits === undefined || !Number.isInteger(n) || n < 0 || n > (fam === 4 ? 32 : 128)) {
+      throw new Error(`${field}[${i}] must be a CIDR, got ${JSON.stringify(c)}`);
+    }
+  });
+}
+function portList(v: unknown, field: string): void {
+  if (!Array.isArray(v)) throw new Error(`${field} must be a list`);
+  v.forEach((p, i) => port(p, `${field}[${i}]`));
+}
+function scoped(r: Record<string, unknown>): void {
+  str(r.name, 'name');
+  str(r.namespace, 'namespace');
+  if (!SCOPES.has(r.scope as string)) throw new Error(`scope must be MESH, NAMESPACE or WORKLOAD, got ${JSON.stringify(r.scope)}`);
+  if (r.selector !== undefined) {
+    if (!isMap(r.selector)) throw new Error('selector must be a map');
+    for (const [k, v] of Object.entries(r.selector)) str(v, `selector[${k}]`, true);
+  }
+  if (r.scope === 'WORKLOAD' && r.selector === undefined) throw new Error('scope WORKLOAD needs a selector');
+}
+
+/** The reason an authorization record is unusable, or undefined when it is fine. */
+export function authorizationProblem(a: unknown): string | undefined {
+  try {
+    if (!isMap(a)) throw new Error('authorization must be a map');
+    scoped(a);
+    if (a.action !== 'ALLOW' && a.action !== 'DENY') throw new Error(`action must be ALLOW or DENY, got ${JSON.stringify(a.action)}`);
+    if (!Array.isArray(a.rules)) throw new Error('rules must be a list');
+    a.rules.forEach((rule: unknown, i) => {
+      if (!isMap(rule) || !Array.isArray(rule.clauses)) throw new Error(`rules[${i}].clauses must be a list`);
+      rule.clauses.forEach((clause: unknown, j) => {
+        const f = `rules[${i}].clauses[${j}]`;
+        if (!Array.isArray(clause)) throw new Error(`${f} must be a list of matches`);
+        clause.forEach((m: unknown, k) => {
+          const g = `${f}[${k}]`;
+          if (!isMap(m)) throw new Error(`${g} must be a map`);
+          for (const n of ['principals', 'notPrincipals', 'namespaces', 'notNamespaces'] as const) strList(m[n], `${g}.${n}`);
+          for (const n of ['sourceIps', 'notSourceIps', 'destinationIps', 'notDestinationIps'] as const) cidrList(m[n], `${g}.${n}`);
+          for (const n of ['destinationPorts', 'notDestinationPorts'] as const) portList(m[n], `${g}.${n}`);
+        });
+      });
+    });
+    if (!Array.isArray(a.warnings)) throw new Error('warnings must be a list');
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+/** The reason a peer authentication record is unusable, or undefined when it is fine. */
+export function peerAuthenticationProblem(p: unknown): string | undefined {
+  try {
+    if (!isMap(p)) throw new Error('peer authentication must be a map');
+    scoped(p);
+    if (!MODES.has(p.mode as string)) throw new Error(`mode must be UNSET, PERMISSIVE or STRICT, got ${JSON.stringify(p.mode)}`);
+    if (!isMap(p.portLevel)) throw new Error('portLevel must be a map');
+    for (const [k, m] of Object.entries(p.portLevel)) {
+      port(Number(k), 'portLevel key');
+      if (!MODES.has(m as string)) throw new Error(`portLevel[${k}] must be UNSET, PERMISSIVE or STRICT, got ${JSON.stringify(m)}`);
+    }
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
