@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Ambit benchmarks: bench/run.sh [throughput|latency|scale|cni|all]   (root, Linux)
+# Ambit benchmarks: bench/run.sh [throughput|latency|scale|cni|policy|all]   (root, Linux)
 # Each benchmark gets a fresh two-node local mesh (instance $AMBIT_LOCAL_INSTANCE, default "bench"),
 # so one benchmark's leftovers (agent heap, pooled connections) do not colour the next one's figures.
 # Prints markdown tables on stdout (progress on stderr). `all` also rewrites the results part of
@@ -11,9 +11,9 @@ export AMBIT_LOCAL_INSTANCE="${AMBIT_LOCAL_INSTANCE:-bench}"
 NODE=node_modules/.bin/node
 what="${1:-all}"
 case "$what" in
-  throughput|latency|scale|cni) benches=("$what") ;;
-  all) benches=(throughput latency scale cni) ;;
-  *) echo "usage: bench/run.sh [throughput|latency|scale|cni|all]" >&2; exit 2 ;;
+  throughput|latency|scale|cni|policy) benches=("$what") ;;
+  all) benches=(throughput latency scale cni policy) ;;
+  *) echo "usage: bench/run.sh [throughput|latency|scale|cni|policy|all]" >&2; exit 2 ;;
 esac
 
 bash bench/tools.sh >/dev/null

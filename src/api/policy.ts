@@ -67,6 +67,8 @@ export interface PeerAuthenticationRecord {
   mode: MtlsMode;
   /** Workload target port -> mode (only with a selector, as Istio). */
   portLevel: Record<number, MtlsMode>;
+  /** metadata.creationTimestamp: when several selector policies match a workload, the oldest wins (ties by name). */
+  createdAt?: string;
 }
 
 export function policyKey(p: { namespace: string; name: string }): string {

@@ -3,18 +3,22 @@ import { parseArgs } from 'node:util';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AmbitError } from '../shared/errors.ts';
-import { logger } from '../shared/log.ts';
+import { logger, setLogFormat, setLogLevels } from '../shared/log.ts';
 import { DEFAULT_TRUST_DOMAIN } from '../api/constants.ts';
 
 const USAGE = `usage: ambit agent --node NAME --controller HOST:PORT --creds-dir DIR --run-dir DIR
-                   [--trust-domain TD] [--drain-ms MS]
+                   [--trust-domain TD] [--drain-ms MS] [--log-format text|json] [--log-level SPEC]
+                   [--cluster-id ID]
 
   --node          name of the node this agent serves (its pods only)
   --controller    address of the controller's control-plane port (mTLS gRPC)
   --creds-dir     holds agent-cert.pem, agent-key.pem, root-cert.pem (the agent's node credential)
   --run-dir       where the CNI hand-off socket (ztunnel.sock) and the pod records live
   --trust-domain  SPIFFE trust domain (default ${DEFAULT_TRUST_DOMAIN})
-  --drain-ms      how long open connections may finish on shutdown (default 5000)`;
+  --drain-ms      how long open connections may finish on shutdown (default 5000)
+  --log-format    text (default) or json (one JSON object per line; also AMBIT_LOG_FORMAT=json)
+  --log-level     LEVEL or COMPONENT:LEVEL list, e.g. info,access:off (also AMBIT_LOG_LEVEL)
+  --cluster-id    cluster name in the metrics' source_cluster/destination_cluster (default Kubernetes)`;
 
 export async function run(argv: string[]): Promise<number> {
   let values;
@@ -28,6 +32,9 @@ export async function run(argv: string[]): Promise<number> {
         'run-dir': { type: 'string' },
         'trust-domain': { type: 'string', default: DEFAULT_TRUST_DOMAIN },
         'drain-ms': { type: 'string', default: '5000' },
+        'log-format': { type: 'string' },
+        'log-level': { type: 'string' },
+        'cluster-id': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -51,6 +58,20 @@ export async function run(argv: string[]): Promise<number> {
     process.stderr.write(`ambit agent: --drain-ms must be a whole number of milliseconds, got "${values['drain-ms']}"\n`);
     return 2;
   }
+  const format = values['log-format'];
+  if (format !== undefined && format !== 'text' && format !== 'json') {
+    process.stderr.write(`ambit agent: --log-format must be text or json, got "${format}"\n`);
+    return 2;
+  }
+  if (format) setLogFormat(format);
+  if (values['log-level'] !== undefined) {
+    try {
+      setLogLevels(values['log-level']);
+    } catch (err) {
+      process.stderr.write(`ambit agent: --log-level: ${(err as Error).message}\n`);
+      return 2;
+    }
+  }
   const credsDir = values['creds-dir']!;
   const creds = await readCreds(credsDir);
   const { NodeAgent } = await import('../ztunnel/agent.ts');
@@ -59,6 +80,7 @@ export async function run(argv: string[]): Promise<number> {
     controller: values.controller!,
     runDir: values['run-dir']!,
     trustDomain: values['trust-domain']!,
+    cluster: values['cluster-id'],
     ...creds,
   });
   await agent.start();

@@ -1,5 +1,5 @@
 /**
- * `ambit controller --manifests DIR --ca-dir DIR --listen HOST:PORT [--trust-domain TD]`
+ * `ambit controller --manifests DIR --ca-dir DIR --listen HOST:PORT [--trust-domain TD] [--root-namespace NS]`
  * Runs until SIGTERM/SIGINT, then stops gracefully (agents keep their config and reconnect later).
  */
 import { isIP } from 'node:net';
@@ -9,12 +9,14 @@ import { logger } from '../shared/log.ts';
 
 const log = logger('controller');
 
-const USAGE = `usage: ambit controller --manifests DIR --ca-dir DIR --listen HOST:PORT [--trust-domain TD]
+const USAGE = `usage: ambit controller --manifests DIR --ca-dir DIR --listen HOST:PORT [--trust-domain TD] [--root-namespace NS]
 
   --manifests DIR      directory of Kubernetes manifests (YAML/JSON), watched for changes
   --ca-dir DIR         CA files (ca-cert.pem, ca-key.pem, ...); a new root is created if empty
   --listen HOST:PORT   address of the agents' gRPC endpoint (mTLS), e.g. 10.99.0.1:15012
-  --trust-domain TD    SPIFFE trust domain (default cluster.local)`;
+  --trust-domain TD    SPIFFE trust domain (default cluster.local)
+  --root-namespace NS  namespace whose AuthorizationPolicy / PeerAuthentication apply mesh-wide
+                       (default istio-system)`;
 
 export function parseListen(value: string): { host: string; port: number } | undefined {
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(value) ?? /^([^:]+):(\d+)$/.exec(value);
@@ -35,6 +37,7 @@ export async function run(argv: string[]): Promise<number> {
         'ca-dir': { type: 'string' },
         listen: { type: 'string' },
         'trust-domain': { type: 'string' },
+        'root-namespace': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -59,6 +62,12 @@ export async function run(argv: string[]): Promise<number> {
     return 2;
   }
 
+  const rootNamespace = values['root-namespace'];
+  if (rootNamespace !== undefined && (rootNamespace.length > 63 || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(rootNamespace))) {
+    process.stderr.write(`ambit controller: --root-namespace ${JSON.stringify(rootNamespace)} is not a namespace name (lower-case letters, digits and '-', at most 63)\n\n${USAGE}\n`);
+    return 2;
+  }
+
   // Signals are handled from the start, so a SIGTERM that races the ready line still stops cleanly.
   let stopRequested: (() => void) | undefined;
   const stopped = new Promise<void>((resolve) => (stopRequested = resolve));
@@ -75,9 +84,10 @@ export async function run(argv: string[]): Promise<number> {
       host: listen.host,
       port: listen.port,
       trustDomain: values['trust-domain'],
+      rootNamespace,
     });
     const where = listen.host.includes(':') ? `[${listen.host}]:${controller.port}` : `${listen.host}:${controller.port}`;
-    log.info('controller ready', { listen: where, manifests: values.manifests, trustDomain: controller.trustDomain });
+    log.info('controller ready', { listen: where, manifests: values.manifests, trustDomain: controller.trustDomain, rootNamespace: controller.rootNamespace });
     await stopped;
     await controller.stop();
   } finally {

@@ -269,7 +269,10 @@ async function applyOrDelete(op: 'apply' | 'delete', args: string[]): Promise<nu
       failed = true;
       const src = sources.get(objKey(r.kind, r.namespace, r.name));
       err(`error: ${src ? `${src}: ` : ''}${r.error}\n`);
-    } else out(`${label}${r.namespace && r.namespace !== 'default' ? ` (${r.namespace})` : ''} ${r.action}\n`);
+    } else {
+      out(`${label}${r.namespace && r.namespace !== 'default' ? ` (${r.namespace})` : ''} ${r.action}\n`);
+      for (const w of r.warnings ?? []) err(`Warning: ${r.kind} ${r.namespace ? `${r.namespace}/` : ''}${r.name}: ${w}\n`);
+    }
   }
   for (const f of (resp as unknown as ApplyOutcome).podFailures ?? []) {
     failed = true;

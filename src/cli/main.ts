@@ -10,6 +10,8 @@ const commands: Record<string, Command> = {
   local: { summary: 'run a whole mesh on this machine (nodes and pods in network namespaces)', load: () => import('./local.ts') },
   controller: { summary: 'run the controller (config push and certificate authority)', load: () => import('./controller.ts') },
   agent: { summary: 'run a node agent (the ztunnel of one node)', load: () => import('./agent.ts') },
+  'ztunnel-config': { summary: "show a node agent's workloads, services, policies, certificates, connections", load: () => import('./ztunnel-config.ts') },
+  explain: { summary: 'explain the route and policy decision for a connection from a pod', load: () => import('./explain.ts') },
 };
 
 function usage(): string {

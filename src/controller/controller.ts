@@ -1,15 +1,19 @@
 /**
  * The controller process: a config source (manifest directory for now) -> translate -> push server,
  * plus the CA behind CreateCertificate. Problems in the input are logged (once each) and skipped;
- * the rest of the config still flows.
+ * the rest of the config still flows. A policy whose new version is invalid keeps its last good
+ * version in force; policy warnings (what L4 cannot enforce) are logged once each.
  */
-import { DEFAULT_TRUST_DOMAIN } from '../api/constants.ts';
+import { DEFAULT_ROOT_NAMESPACE, DEFAULT_TRUST_DOMAIN } from '../api/constants.ts';
+import type { AuthorizationRecord, PeerAuthenticationRecord } from '../api/policy.ts';
 import { logger } from '../shared/log.ts';
 import { CertificateAuthority } from './ca/ca.ts';
 import { PushServer } from './push/push-server.ts';
 import { ManifestDirSource } from './sources/manifest-dir.ts';
 import type { ClusterSnapshot, ConfigSource } from './sources/source.ts';
 import { podPlacements } from './translate/placements.ts';
+import { LastGoodPolicies } from './translate/last-good.ts';
+import { translatePolicies, type PolicyWarning } from './translate/policies.ts';
 import { translate, type Problem, type TranslateResult } from './translate/translate.ts';
 
 const log = logger('controller');
@@ -21,8 +25,17 @@ export interface ControllerOptions {
   /** 0 = any free port */
   port: number;
   trustDomain?: string;
+  /** Namespace of mesh-wide policies (default istio-system). */
+  rootNamespace?: string;
   /** Use this source instead of the manifest directory (tests, the Kubernetes API later). */
   source?: ConfigSource;
+}
+
+/** What the controller pushes, with what it found wrong or could not enforce. */
+export interface ControllerConfig extends TranslateResult {
+  authorizations: AuthorizationRecord[];
+  peerAuthentications: PeerAuthenticationRecord[];
+  warnings: PolicyWarning[];
 }
 
 export class Controller {
@@ -30,15 +43,19 @@ export class Controller {
   readonly push: PushServer;
   readonly source: ConfigSource;
   #trustDomain: string;
-  #last: TranslateResult | undefined;
+  #rootNamespace: string;
+  #last: ControllerConfig | undefined;
   #snapshot: ClusterSnapshot | undefined;
   #reported = new Set<string>();
+  #warned = new Set<string>();
+  #policies = new LastGoodPolicies();
 
-  private constructor(ca: CertificateAuthority, push: PushServer, source: ConfigSource, trustDomain: string) {
+  private constructor(ca: CertificateAuthority, push: PushServer, source: ConfigSource, trustDomain: string, rootNamespace: string) {
     this.ca = ca;
     this.push = push;
     this.source = source;
     this.#trustDomain = trustDomain;
+    this.#rootNamespace = rootNamespace;
   }
 
   /** Load the CA, read the source, then serve. Resolves once serving (see `port`). */
@@ -48,7 +65,7 @@ export class Controller {
     const source = o.source ?? new ManifestDirSource(o.manifests);
     const refresh = source instanceof ManifestDirSource ? () => source.rescan() : undefined;
     const push = new PushServer({ ca, host: o.host, port: o.port, refresh });
-    const c = new Controller(ca, push, source, trustDomain);
+    const c = new Controller(ca, push, source, trustDomain, o.rootNamespace ?? DEFAULT_ROOT_NAMESPACE);
     // The first snapshot arrives inside source.start(), so agents never see an empty config first.
     await source.start((s) => c.#apply(s));
     try {
@@ -62,8 +79,9 @@ export class Controller {
 
   get port(): number { return this.push.port; }
   get trustDomain(): string { return this.#trustDomain; }
+  get rootNamespace(): string { return this.#rootNamespace; }
   /** The latest translation (for the CLI / debugging). */
-  get config(): TranslateResult | undefined { return this.#last; }
+  get config(): ControllerConfig | undefined { return this.#last; }
   get snapshot(): ClusterSnapshot | undefined { return this.#snapshot; }
 
   async stop(): Promise<void> {
@@ -73,20 +91,47 @@ export class Controller {
 
   #apply(s: ClusterSnapshot): void {
     this.#snapshot = s;
-    const result = translate(s, { trustDomain: this.#trustDomain });
-    this.#reportProblems(result.problems);
+    const mesh = translate(s, { trustDomain: this.#trustDomain });
+    const policies = this.#policies.merge(translatePolicies(s.objects, { rootNamespace: this.#rootNamespace, trustDomain: this.#trustDomain }));
+    const kept = new Set(policies.kept.map((k) => `${k.object}\0${k.field}\0${k.message}`));
+    const result: ControllerConfig = {
+      ...mesh,
+      problems: [...mesh.problems, ...policies.problems],
+      authorizations: policies.authorizations,
+      peerAuthentications: policies.peerAuthentications,
+      warnings: policies.warnings,
+    };
+    this.#reportProblems(result.problems, kept);
+    this.#reportWarnings(result.warnings);
     this.#last = result;
     this.push.update(result, podPlacements(s.objects));
-    log.info('config updated', { revision: s.revision, workloads: result.workloads.length, services: result.services.length, problems: result.problems.length, sourceErrors: s.errors.length });
+    log.info('config updated', {
+      revision: s.revision, workloads: result.workloads.length, services: result.services.length,
+      authorizations: result.authorizations.length, peerAuthentications: result.peerAuthentications.length,
+      problems: result.problems.length, sourceErrors: s.errors.length,
+    });
   }
 
-  #reportProblems(problems: Problem[]): void {
+  /** `kept`: problems of objects whose previous good version stays in force. */
+  #reportProblems(problems: Problem[], kept: Set<string>): void {
     const now = new Set<string>();
     for (const p of problems) {
       const k = `${p.object}\0${p.field}\0${p.message}`;
       now.add(k);
-      if (!this.#reported.has(k)) log.warn('invalid object skipped', { object: p.object, field: p.field, error: p.message });
+      if (this.#reported.has(k)) continue;
+      if (kept.has(k)) log.warn('invalid object refused; its previous version stays in force', { object: p.object, field: p.field, error: p.message });
+      else log.warn('invalid object skipped', { object: p.object, field: p.field, error: p.message });
     }
     this.#reported = now;
+  }
+
+  #reportWarnings(warnings: PolicyWarning[]): void {
+    const now = new Set<string>();
+    for (const w of warnings) {
+      const k = `${w.object}\0${w.message}`;
+      now.add(k);
+      if (!this.#warned.has(k)) log.warn('policy not enforced as written', { object: w.object, warning: w.message });
+    }
+    this.#warned = now;
   }
 }

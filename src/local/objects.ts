@@ -6,6 +6,7 @@ import { createHash, randomInt } from 'node:crypto';
 import { join } from 'node:path';
 import { AmbitError } from '../shared/errors.ts';
 import type { Container, Deployment, KubeObject, Pod, Service, ServicePortSpec } from '../api/k8s.ts';
+import { isPolicyObject, translatePolicyObject } from '../controller/translate/policies.ts';
 import { NODE_BIN, PACKAGE_ROOT } from './instance.ts';
 
 export const ECHO_APP = join(PACKAGE_ROOT, 'src', 'local', 'apps', 'echo.ts');
@@ -145,6 +146,18 @@ export function validateService(s: Service): void {
     if (tp !== undefined && typeof tp === 'number' && (!Number.isInteger(tp) || tp < 1 || tp > 65535)) throw bad(what, `spec.ports[${i}].targetPort must be 1-65535 or a port name`);
     if (ports.length > 1 && !p.name) throw bad(what, `spec.ports[${i}].name is required when a service has several ports`);
   });
+}
+
+/**
+ * AuthorizationPolicy / PeerAuthentication: checked as the controller will translate them, so an
+ * invalid one is refused at apply (field named, nothing stored) instead of only in the controller
+ * log. Returns the warnings (what L4 cannot enforce as written); other kinds have none.
+ */
+export function validatePolicy(o: KubeObject): string[] {
+  if (!isPolicyObject(o)) return [];
+  const r = translatePolicyObject(o);
+  if (r.problem) throw bad(r.object, `${r.problem.field}: ${r.problem.message} (not applied; any previous version stays)`);
+  return r.warnings;
 }
 
 /** The pod port a service port sends to: numeric targetPort, a named container port, or the port itself. */

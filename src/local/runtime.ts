@@ -17,7 +17,7 @@ import { KubeProxy, type ProxyService } from './kube-proxy.ts';
 import type { Ledger } from './ledger.ts';
 import {
   allocateClusterIP, applyRank, bad, checkName, isNamespaced, kindSupport, matches, randomSuffix,
-  resolveTargetPort, templateHash, validateDeployment, validatePodSpec, validateService,
+  resolveTargetPort, templateHash, validateDeployment, validatePodSpec, validatePolicy, validateService,
 } from './objects.ts';
 import { PodRunner } from './pod-runner.ts';
 import { createSandbox, destroySandbox } from './sandbox.ts';
@@ -25,7 +25,11 @@ import { createSandbox, destroySandbox } from './sandbox.ts';
 const log = logger('local.runtime');
 export const NETNS_ANNOTATION = 'local.ambit.dev/netns';
 
-export interface ObjectResult { kind: string; namespace?: string; name: string; action?: 'created' | 'configured' | 'unchanged' | 'deleted' | 'stored'; error?: string; code?: string }
+export interface ObjectResult {
+  kind: string; namespace?: string; name: string; action?: 'created' | 'configured' | 'unchanged' | 'deleted' | 'stored'; error?: string; code?: string;
+  /** Accepted, but not enforced exactly as written (policies). */
+  warnings?: string[];
+}
 export interface ApplyOutcome { results: ObjectResult[]; podFailures: { pod: string; message: string }[] }
 
 export interface RuntimeOptions {
@@ -126,7 +130,7 @@ export class LocalRuntime {
       for (const obj of sorted) {
         const r: ObjectResult = { kind: obj.kind, namespace: isNamespaced(obj.kind) ? (obj.metadata.namespace ?? 'default') : undefined, name: obj.metadata.name };
         try {
-          r.action = await this.#applyOne(obj, started);
+          r.action = await this.#applyOne(obj, started, (w) => { if (w.length > 0) r.warnings = w; });
         } catch (err) {
           r.error = errorMessage(err);
           r.code = err instanceof AmbitError ? err.code : 'LOCAL_APPLY';
@@ -156,7 +160,7 @@ export class LocalRuntime {
     return failures;
   }
 
-  async #applyOne(obj: KubeObject, started: PodRunner[]): Promise<ObjectResult['action']> {
+  async #applyOne(obj: KubeObject, started: PodRunner[], warn: (warnings: string[]) => void): Promise<ObjectResult['action']> {
     const support = kindSupport(obj);
     if (!support) {
       throw new AmbitError('LOCAL_UNSUPPORTED_KIND', `${obj.apiVersion} ${obj.kind} is not supported by the local mesh (supported: Namespace, Pod, Deployment, Service, ServiceAccount, and the Istio/Gateway API kinds, which are stored for the controller)`);
@@ -179,7 +183,11 @@ export class LocalRuntime {
       case 'Service': return this.#applyService(obj2 as Service, prev as Service | undefined);
       case 'Deployment': return this.#applyDeployment(obj2 as Deployment, prev as Deployment | undefined, started);
       case 'Pod': return this.#applyPod(obj2 as Pod, prev as Pod | undefined, started);
-      default: { const a = await this.#applyPlain(obj2, prev); return a === 'created' ? 'stored' : a; }
+      default: {
+        warn(validatePolicy(obj2));
+        const a = await this.#applyPlain(obj2, prev);
+        return a === 'created' ? 'stored' : a;
+      }
     }
   }
 

@@ -21,6 +21,10 @@ import { netnsPodSockets } from './proxy/pod-sockets.ts';
 import { HbonePool } from './proxy/pool.ts';
 import { ConnectionTracker } from './proxy/connections.ts';
 import { PodRecords } from './pod-records.ts';
+import { startAgentMetrics, type AgentMetrics } from './metrics/server.ts';
+import { AdminServer } from './admin/admin-server.ts';
+import { stateAuthorizer } from './authz/authorizer.ts';
+import { PolicyRechecker } from './authz/recheck.ts';
 
 const log = logger('agent');
 
@@ -35,6 +39,13 @@ export interface NodeAgentOptions {
   /** Readiness endpoint address (default 0.0.0.0:15021 in the agent's netns). */
   readinessHost?: string;
   readinessPort?: number;
+  /** Prometheus endpoint (default 0.0.0.0:15020 in the agent's netns); cluster id for its labels. */
+  metricsHost?: string;
+  metricsPort?: number;
+  cluster?: string;
+  /** Admin API address (default 127.0.0.1:15000, loopback of the agent's netns). */
+  adminHost?: string;
+  adminPort?: number;
 }
 
 interface ServedPod {
@@ -52,8 +63,17 @@ export class NodeAgent {
   readonly #connections = new ConnectionTracker();
   readonly #records: PodRecords;
   readonly #pods = new Map<string, ServedPod>();
+  /** Inbound L4 authorization from the pushed policies; re-applied to open connections on change. */
+  readonly #authorize = stateAuthorizer(this.#store);
+  readonly #recheck = new PolicyRechecker({
+    state: this.#store,
+    authorize: this.#authorize,
+    records: () => [...this.#pods.keys()].flatMap((uid) => this.#connections.recordsOf(uid)),
+  });
   #handoff: PodHandoffServer | undefined;
   #readiness: Server | undefined;
+  #metrics: AgentMetrics | undefined;
+  #admin: AdminServer | undefined;
   #ready = false;
 
   constructor(opts: NodeAgentOptions) {
@@ -80,6 +100,13 @@ export class NodeAgent {
 
   async start(): Promise<void> {
     this.#readiness = await this.#startReadiness();
+    // Metrics are for observation: if the port is taken the agent still serves traffic.
+    this.#metrics = await startAgentMetrics({
+      connections: this.#connections, state: this.#store,
+      host: this.#opts.metricsHost, port: this.#opts.metricsPort, cluster: this.#opts.cluster,
+    }).catch((err: unknown) => void log.error('metrics endpoint not available', { error: errorMessage(err) }));
+    await this.#startAdmin();
+    this.#recheck.start();
     this.#config.start();
     // Pods this node served before a restart come back first, so their traffic flows again
     // without waiting for the controller (identities are fetched as soon as it answers).
@@ -107,6 +134,7 @@ export class NodeAgent {
 
   async stop(drainMs = 5000): Promise<void> {
     this.#ready = false;
+    this.#recheck.stop();
     await this.#handoff?.close();
     await Promise.allSettled([...this.#pods.values()].map((p) => p.proxy.stop(drainMs)));
     for (const p of this.#pods.values()) closeFd(p.netnsFd);
@@ -114,6 +142,8 @@ export class NodeAgent {
     this.#pool.close();
     this.#certs.stop();
     await this.#config.stop();
+    await this.#metrics?.close();
+    await this.#admin?.close();
     await new Promise<void>((resolve) => (this.#readiness ? this.#readiness.close(() => resolve()) : resolve()));
   }
 
@@ -138,6 +168,7 @@ export class NodeAgent {
       pool: this.#pool,
       connections: this.#connections,
       trustDomain: this.#opts.trustDomain,
+      authorize: this.#authorize,
     });
     try {
       await proxy.start();
@@ -161,6 +192,20 @@ export class NodeAgent {
     const stillUsed = [...this.#pods.values()].some((p) => p.info.namespace === namespace && p.info.serviceAccount === serviceAccount);
     if (!stillUsed) this.#certs.forget({ namespace, serviceAccount });
     log.info('pod removed', { pod: `${served.info.namespace}/${served.info.name}`, uid });
+  }
+
+  /** The admin API is for inspection only: if its port is taken the agent still serves traffic. */
+  async #startAdmin(): Promise<void> {
+    const admin = new AdminServer({
+      node: this.#opts.node, state: this.#store, certificates: this.#certs, connections: this.#connections,
+      pods: () => this.pods(), host: this.#opts.adminHost, port: this.#opts.adminPort,
+    });
+    try {
+      await admin.start();
+      this.#admin = admin;
+    } catch (err) {
+      log.error('admin API not available', { error: errorMessage(err) });
+    }
   }
 
   #startReadiness(): Promise<Server> {

@@ -34,3 +34,10 @@ test('parseListen', () => {
   assert.equal(parseListen('10.0.0.1'), undefined);
   assert.equal(parseListen('::1:80'), undefined);
 });
+
+test('--root-namespace must be a namespace name', async () => {
+  const r = await quiet(['--manifests', '/tmp/x', '--ca-dir', '/tmp/y', '--listen', '127.0.0.1:0', '--root-namespace', 'Not_A_NS']);
+  assert.equal(r.code, 2);
+  assert.match(r.err, /--root-namespace "Not_A_NS" is not a namespace name/);
+  assert.match(r.err, /--root-namespace NS/);
+});

@@ -1,6 +1,7 @@
 /**
  * The controller's gRPC server for node agents (mTLS; the client certificate names the node):
- * - DeltaConfig: every agent gets every workload and service (routing needs remote ones), as deltas.
+ * - DeltaConfig: every agent gets every workload and service (routing needs remote ones) and every
+ *   policy (the destination's agent picks those that apply), as deltas.
  * - CreateCertificate: signs a workload CSR only for an identity that has a pod on the caller's node.
  */
 import { X509Certificate } from 'node:crypto';
@@ -10,13 +11,15 @@ import type { PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import type { MeshService, Workload } from '../../api/mesh.ts';
 import { serviceKey } from '../../api/mesh.ts';
+import { policyKey, type AuthorizationRecord, type PeerAuthenticationRecord } from '../../api/policy.ts';
 import { agentNodeFromCert, type CertificateAuthority } from '../ca/ca.ts';
 import { AmbitError, errorMessage } from '../../shared/errors.ts';
 import { logger } from '../../shared/log.ts';
 import { checkPlacement, type PodPlacement } from '../translate/placements.ts';
 import { AgentSession, type AgentStatus, type PushEvent, type TypeSnapshot } from './agent-session.ts';
 import {
-  CONTROLLER_TLS_NAME, SERVICE_TYPE, WORKLOAD_TYPE, contentVersion, controlPlaneService, serviceToPb, workloadToPb,
+  AUTHORIZATION_TYPE, CONTROLLER_TLS_NAME, PEER_AUTHENTICATION_TYPE, SERVICE_TYPE, WORKLOAD_TYPE, authorizationToPb, contentVersion,
+  controlPlaneService, peerAuthenticationToPb, serviceToPb, workloadToPb,
   type ConfigType, type CreateCertificateRequest, type CreateCertificateResponse, type DeltaRequest, type DeltaResponse,
 } from './wire.ts';
 
@@ -30,6 +33,13 @@ export interface PushServerOptions {
   port: number;
   /** Re-read the source before refusing a certificate: the pod may have been created a moment ago. */
   refresh?: () => Promise<void>;
+}
+
+export interface PushConfig {
+  workloads: Workload[];
+  services: MeshService[];
+  authorizations?: AuthorizationRecord[];
+  peerAuthentications?: PeerAuthenticationRecord[];
 }
 
 export interface PushStats {
@@ -90,8 +100,8 @@ export class PushServer {
     });
   }
 
-  /** New config from the translator; each connected agent gets what changed. */
-  update(config: { workloads: Workload[]; services: MeshService[] }, placements: PodPlacement[]): void {
+  /** New config from the translator; each connected agent gets what changed. Absent policy lists mean none. */
+  update(config: PushConfig, placements: PodPlacement[]): void {
     this.#placements = placements;
     const workloads: TypeSnapshot['resources'] = new Map();
     for (const w of config.workloads) workloads.set(w.uid, { version: contentVersion(w), resource: { name: w.uid, version: '', workload: workloadToPb(w) } });
@@ -100,7 +110,18 @@ export class PushServer {
       const key = serviceKey(s);
       services.set(key, { version: contentVersion(s), resource: { name: key, version: '', service: serviceToPb(s) } });
     }
-    for (const [type, resources] of [[WORKLOAD_TYPE, workloads], [SERVICE_TYPE, services]] as const) {
+    const authorizations: TypeSnapshot['resources'] = new Map();
+    for (const a of config.authorizations ?? []) {
+      const key = policyKey(a);
+      authorizations.set(key, { version: contentVersion(a), resource: { name: key, version: '', authorization: authorizationToPb(a) } });
+    }
+    const peerAuthentications: TypeSnapshot['resources'] = new Map();
+    for (const p of config.peerAuthentications ?? []) {
+      const key = policyKey(p);
+      peerAuthentications.set(key, { version: contentVersion(p), resource: { name: key, version: '', peer_authentication: peerAuthenticationToPb(p) } });
+    }
+    const all = [[WORKLOAD_TYPE, workloads], [SERVICE_TYPE, services], [AUTHORIZATION_TYPE, authorizations], [PEER_AUTHENTICATION_TYPE, peerAuthentications]] as const;
+    for (const [type, resources] of all) {
       for (const r of resources.values()) r.resource.version = r.version;
       const systemVersion = contentVersion([...resources].map(([n, r]) => `${n}@${r.version}`).sort());
       this.#current.set(type, { systemVersion, resources });

@@ -1,18 +1,21 @@
 /**
  * The control-plane wire, shared by the controller (server) and the agent's ConfigClient: loads
- * proto/ambit/v1/control.proto at run time and maps mesh records (src/api/mesh.ts) to and from
- * their protobuf messages. Versions are content hashes, so they survive controller restarts and an
- * agent that reconnects with what it has is sent only what differs.
+ * proto/ambit/v1/control.proto at run time and maps mesh and policy records (src/api/mesh.ts,
+ * src/api/policy.ts) to and from their protobuf messages. Versions are content hashes, so they
+ * survive controller restarts and an agent that reconnects with what it has is sent only what differs.
  */
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import type { Endpoint, MeshService, ServicePort, Workload } from '../../api/mesh.ts';
+import type { AuthorizationRecord, AuthzMatch, MtlsMode, PeerAuthenticationRecord } from '../../api/policy.ts';
 
 export const WORKLOAD_TYPE = 'type.ambit.dev/ambit.v1.Workload';
 export const SERVICE_TYPE = 'type.ambit.dev/ambit.v1.Service';
-export const CONFIG_TYPES = [WORKLOAD_TYPE, SERVICE_TYPE] as const;
+export const AUTHORIZATION_TYPE = 'type.ambit.dev/ambit.v1.Authorization';
+export const PEER_AUTHENTICATION_TYPE = 'type.ambit.dev/ambit.v1.PeerAuthentication';
+export const CONFIG_TYPES = [WORKLOAD_TYPE, SERVICE_TYPE, AUTHORIZATION_TYPE, PEER_AUTHENTICATION_TYPE] as const;
 export type ConfigType = (typeof CONFIG_TYPES)[number];
 /**
  * DNS name every controller server certificate carries; agents verify it (TLS name override)
@@ -29,7 +32,7 @@ export interface PbWorkload {
   uid: string; name: string; namespace: string; addresses: string[]; node: string; service_account: string;
   trust_domain: string; protocol: 'TUNNEL_PROTOCOL_UNSPECIFIED' | 'TCP' | 'HBONE'; ready: boolean;
   labels: Record<string, string>; canonical_name: string; canonical_revision: string; waypoint?: PbWaypoint | null;
-  services: Record<string, { ports: Record<string, number> }>;
+  services: Record<string, { ports: Record<string, number> }>; workload_name: string;
 }
 export interface PbServicePort {
   name: string; port: number; target_port?: number; target_port_name?: string; target?: string;
@@ -40,7 +43,23 @@ export interface PbService {
   name: string; namespace: string; hostname: string; vips: string[]; ports: PbServicePort[];
   endpoints: PbEndpoint[]; waypoint?: PbWaypoint | null;
 }
-export interface PbResource { name: string; version: string; workload?: PbWorkload | null; service?: PbService | null; resource?: string }
+export interface PbAuthzMatch {
+  principals: string[]; not_principals: string[]; namespaces: string[]; not_namespaces: string[];
+  source_ips: string[]; not_source_ips: string[]; destination_ips: string[]; not_destination_ips: string[];
+  destination_ports: number[]; not_destination_ports: number[];
+}
+export interface PbAuthorization {
+  name: string; namespace: string; scope: string; selector: Record<string, string>; action: string;
+  rules: { clauses: { matches: PbAuthzMatch[] }[] }[]; warnings: string[];
+}
+export interface PbPeerAuthentication {
+  name: string; namespace: string; scope: string; selector: Record<string, string>; mode: string;
+  port_level: Record<string, string>; created_at: string;
+}
+export interface PbResource {
+  name: string; version: string; workload?: PbWorkload | null; service?: PbService | null;
+  authorization?: PbAuthorization | null; peer_authentication?: PbPeerAuthentication | null; resource?: string;
+}
 export interface PbStatus { code: number; message: string }
 export interface DeltaRequest {
   type_url: string; node?: { id: string } | null; initial_resource_versions: Record<string, string>;
@@ -96,7 +115,7 @@ export function workloadToPb(w: Workload): PbWorkload {
     uid: w.uid, name: w.name, namespace: w.namespace, addresses: [...w.addresses], node: w.node,
     service_account: w.serviceAccount, trust_domain: w.trustDomain, protocol: w.protocol, ready: w.ready,
     labels: { ...w.labels }, canonical_name: w.canonicalName, canonical_revision: w.canonicalRevision,
-    waypoint: waypointToPb(w.waypoint), services,
+    waypoint: waypointToPb(w.waypoint), services, workload_name: w.workloadName ?? '',
   };
 }
 
@@ -112,6 +131,7 @@ export function workloadFromPb(p: PbWorkload): Workload {
   };
   const wp = waypointFromPb(p.waypoint);
   if (wp) w.waypoint = wp;
+  if (p.workload_name) w.workloadName = p.workload_name;
   return w;
 }
 
@@ -146,6 +166,66 @@ export function serviceFromPb(p: PbService): MeshService {
   const wp = waypointFromPb(p.waypoint);
   if (wp) s.waypoint = wp;
   return s;
+}
+
+// Policy enums travel as their names; an unknown or unspecified one decodes as-is and the agent's
+// store refuses the record (NACK), as with any other bad field.
+
+function matchToPb(m: AuthzMatch): PbAuthzMatch {
+  return {
+    principals: [...m.principals], not_principals: [...m.notPrincipals], namespaces: [...m.namespaces], not_namespaces: [...m.notNamespaces],
+    source_ips: [...m.sourceIps], not_source_ips: [...m.notSourceIps], destination_ips: [...m.destinationIps], not_destination_ips: [...m.notDestinationIps],
+    destination_ports: [...m.destinationPorts], not_destination_ports: [...m.notDestinationPorts],
+  };
+}
+function matchFromPb(p: PbAuthzMatch): AuthzMatch {
+  return {
+    principals: [...(p.principals ?? [])], notPrincipals: [...(p.not_principals ?? [])],
+    namespaces: [...(p.namespaces ?? [])], notNamespaces: [...(p.not_namespaces ?? [])],
+    sourceIps: [...(p.source_ips ?? [])], notSourceIps: [...(p.not_source_ips ?? [])],
+    destinationIps: [...(p.destination_ips ?? [])], notDestinationIps: [...(p.not_destination_ips ?? [])],
+    destinationPorts: [...(p.destination_ports ?? [])], notDestinationPorts: [...(p.not_destination_ports ?? [])],
+  };
+}
+function selectorFromPb(m: Record<string, string> | undefined): Record<string, string> | undefined {
+  return m && Object.keys(m).length > 0 ? { ...m } : undefined;
+}
+
+export function authorizationToPb(a: AuthorizationRecord): PbAuthorization {
+  return {
+    name: a.name, namespace: a.namespace, scope: a.scope, selector: { ...(a.selector ?? {}) }, action: a.action,
+    rules: a.rules.map((r) => ({ clauses: r.clauses.map((c) => ({ matches: c.map(matchToPb) })) })),
+    warnings: [...a.warnings],
+  };
+}
+
+/** Decode; the result still needs validation (the agent's store does it). */
+export function authorizationFromPb(p: PbAuthorization): AuthorizationRecord {
+  const a: AuthorizationRecord = {
+    name: p.name, namespace: p.namespace, scope: p.scope as AuthorizationRecord['scope'], action: p.action as AuthorizationRecord['action'],
+    rules: (p.rules ?? []).map((r) => ({ clauses: (r.clauses ?? []).map((c) => (c.matches ?? []).map(matchFromPb)) })),
+    warnings: [...(p.warnings ?? [])],
+  };
+  const sel = selectorFromPb(p.selector);
+  if (sel) a.selector = sel;
+  return a;
+}
+
+export function peerAuthenticationToPb(p: PeerAuthenticationRecord): PbPeerAuthentication {
+  return {
+    name: p.name, namespace: p.namespace, scope: p.scope, selector: { ...(p.selector ?? {}) }, mode: p.mode,
+    port_level: { ...p.portLevel }, created_at: p.createdAt ?? '',
+  };
+}
+
+export function peerAuthenticationFromPb(p: PbPeerAuthentication): PeerAuthenticationRecord {
+  const portLevel: Record<number, MtlsMode> = {};
+  for (const [k, m] of Object.entries(p.port_level ?? {})) portLevel[Number(k)] = m as MtlsMode;
+  const r: PeerAuthenticationRecord = { name: p.name, namespace: p.namespace, scope: p.scope as PeerAuthenticationRecord['scope'], mode: p.mode as MtlsMode, portLevel };
+  const sel = selectorFromPb(p.selector);
+  if (sel) r.selector = sel;
+  if (p.created_at) r.createdAt = p.created_at;
+  return r;
 }
 
 // ---- versions

@@ -1,11 +1,13 @@
 /**
  * ConfigSource over a directory of manifests (YAML/JSON, any depth), such as the local mesh's object
- * store. fs.watch (recursive) triggers a debounced rescan; a periodic rescan is the safety net for
- * events inotify can miss (e.g. a directory created and filled before it was watched). A snapshot
- * is emitted only when the objects or errors actually changed.
+ * store. A watch on every directory (each scan adds new ones) triggers a debounced rescan; a periodic
+ * rescan is the safety net for events inotify can miss. Not fs.watch's recursive mode: on Linux it
+ * loses track of a file replaced by rename (how the object store writes) and then misses its
+ * deletion. A snapshot is emitted only when the objects or errors actually changed.
  */
 import { watch, type FSWatcher } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { readManifestPath } from '../../api/manifests.ts';
 import { AmbitError, errorMessage } from '../../shared/errors.ts';
 import { logger } from '../../shared/log.ts';
@@ -24,7 +26,8 @@ export class ManifestDirSource implements ConfigSource {
   readonly dir: string;
   #debounceMs: number;
   #rescanMs: number;
-  #watcher: FSWatcher | undefined;
+  /** directory -> its (non-recursive) watch, and the inode watched (a directory may be re-created) */
+  #watchers = new Map<string, { w: FSWatcher; ino: number }>();
   #debounce: NodeJS.Timeout | undefined;
   #interval: NodeJS.Timeout | undefined;
   #onSnapshot: ((s: ClusterSnapshot) => void) | undefined;
@@ -54,7 +57,6 @@ export class ManifestDirSource implements ConfigSource {
     }
     this.#onSnapshot = onSnapshot;
     this.#stopped = false;
-    this.#watch();
     await this.rescan();
     this.#interval = setInterval(() => void this.rescan(), this.#rescanMs);
     this.#interval.unref();
@@ -62,8 +64,8 @@ export class ManifestDirSource implements ConfigSource {
 
   async stop(): Promise<void> {
     this.#stopped = true;
-    this.#watcher?.close();
-    this.#watcher = undefined;
+    for (const { w } of this.#watchers.values()) w.close();
+    this.#watchers.clear();
     clearTimeout(this.#debounce);
     clearInterval(this.#interval);
     await this.#scanning;
@@ -88,17 +90,37 @@ export class ManifestDirSource implements ConfigSource {
     return this.#scanning;
   }
 
-  #watch(): void {
+  /** Watch every directory under the root that is not watched yet; forget the ones gone. */
+  async #syncWatches(): Promise<void> {
+    let dirs: string[];
     try {
-      this.#watcher = watch(this.dir, { recursive: true, persistent: false }, () => this.#schedule());
-      this.#watcher.on('error', (err) => {
-        // The periodic rescan keeps us correct; try to re-arm the watch on the next one.
-        log.warn('manifest watch failed, relying on periodic rescan', { dir: this.dir, error: errorMessage(err) });
-        this.#watcher?.close();
-        this.#watcher = undefined;
-      });
-    } catch (err) {
-      log.warn('cannot watch manifest directory, relying on periodic rescan', { dir: this.dir, error: errorMessage(err) });
+      const entries = await readdir(this.dir, { withFileTypes: true, recursive: true });
+      dirs = [this.dir, ...entries.filter((e) => e.isDirectory()).map((e) => join(e.parentPath, e.name))];
+    } catch {
+      return; // the scan reports an unreadable directory
+    }
+    const inodes = new Map<string, number>();
+    await Promise.all(dirs.map(async (d) => { try { inodes.set(d, (await stat(d)).ino); } catch { /* gone */ } }));
+    for (const [d, cur] of this.#watchers) {
+      if (inodes.get(d) !== cur.ino) {
+        cur.w.close();
+        this.#watchers.delete(d);
+      }
+    }
+    for (const [d, ino] of inodes) {
+      if (this.#watchers.has(d) || this.#stopped) continue;
+      try {
+        const w = watch(d, { persistent: false }, () => this.#schedule());
+        w.on('error', (err) => {
+          // The periodic rescan keeps us correct and re-arms the watch.
+          log.debug('manifest watch failed, relying on periodic rescan', { dir: d, error: errorMessage(err) });
+          w.close();
+          if (this.#watchers.get(d)?.w === w) this.#watchers.delete(d);
+        });
+        this.#watchers.set(d, { w, ino });
+      } catch (err) {
+        if (d === this.dir) log.warn('cannot watch manifest directory, relying on periodic rescan', { dir: d, error: errorMessage(err) });
+      }
     }
   }
 
@@ -110,7 +132,9 @@ export class ManifestDirSource implements ConfigSource {
 
   async #scanOnce(): Promise<void> {
     if (this.#stopped) return;
-    if (!this.#watcher) this.#watch();
+    // Watches first: a change after this point triggers another scan, one before it is read now.
+    await this.#syncWatches();
+    if (this.#stopped) return;
     let parsed;
     try {
       parsed = await readManifestPath(this.dir);

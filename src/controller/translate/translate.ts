@@ -31,7 +31,8 @@ export interface TranslateResult {
   problems: Problem[];
 }
 
-class Invalid extends Error {
+/** A validation failure of one object: the field and what is wrong with it. */
+export class Invalid extends Error {
   readonly field: string;
   constructor(field: string, message: string) {
     super(message);
@@ -39,11 +40,12 @@ class Invalid extends Error {
   }
 }
 
-function must(field: string, problem: string | undefined): void {
+export function must(field: string, problem: string | undefined): void {
   if (problem !== undefined) throw new Invalid(field, problem);
 }
 
-function objectName(o: KubeObject): string {
+/** `Kind namespace/name` (no namespace for cluster objects), as problems name objects. */
+export function objectName(o: KubeObject): string {
   const ns = o.metadata.namespace;
   return `${o.kind} ${ns ? `${ns}/` : ''}${o.metadata.name}`;
 }
@@ -109,7 +111,7 @@ export function translate(snapshot: { objects: KubeObject[] }, opts: TranslateOp
   return { workloads, services: out, problems };
 }
 
-function cmp(a: string, b: string): number {
+export function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
@@ -170,8 +172,30 @@ export function podToWorkload(pod: Pod, namespaces: Map<string, Record<string, s
     labels,
     canonicalName: labels[LABELS.canonicalName] || labels['app.kubernetes.io/name'] || labels.app || pod.metadata.name,
     canonicalRevision: labels[LABELS.canonicalRevision] || labels['app.kubernetes.io/version'] || labels.version || 'latest',
+    workloadName: workloadName(pod),
     services: {},
   };
+}
+
+/**
+ * The name of what runs the pod, as Istio derives it for metrics: the controlling owner's name,
+ * with a ReplicaSet's pod-template-hash suffix removed (its Deployment) and a CronJob's Job
+ * timestamp suffix removed; the pod's own name for a bare pod.
+ */
+export function workloadName(pod: Pod): string {
+  const refs: unknown = pod.metadata.ownerReferences;
+  const owner = Array.isArray(refs) ? refs.find((r) => isPlainObject(r) && r.controller === true && typeof r.name === 'string' && r.name !== '') : undefined;
+  if (!owner) return pod.metadata.name;
+  const name = owner.name as string;
+  if (owner.kind === 'ReplicaSet') {
+    const hash = pod.metadata.labels?.['pod-template-hash'];
+    if (hash && name.endsWith(`-${hash}`)) return name.slice(0, -hash.length - 1);
+  }
+  if (owner.kind === 'Job') {
+    const m = /^(.+)-\d{8,10}$/.exec(name);
+    if (m) return m[1];
+  }
+  return name;
 }
 
 function checkContainers(pod: Pod): void {

@@ -7,18 +7,33 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import type { MeshService, Workload } from '../../api/mesh.ts';
+import { policyKey, type AuthorizationRecord, type PeerAuthenticationRecord } from '../../api/policy.ts';
 import { AmbitError, errorMessage } from '../../shared/errors.ts';
 import { logger } from '../../shared/log.ts';
 import {
-  CONFIG_TYPES, CONTROLLER_TLS_NAME, SERVICE_TYPE, WORKLOAD_TYPE, controlPlaneService, serviceFromPb, workloadFromPb,
-  type ConfigType, type CreateCertificateRequest, type CreateCertificateResponse, type DeltaRequest, type DeltaResponse,
+  AUTHORIZATION_TYPE, CONFIG_TYPES, CONTROLLER_TLS_NAME, PEER_AUTHENTICATION_TYPE, SERVICE_TYPE, WORKLOAD_TYPE,
+  authorizationFromPb, controlPlaneService, peerAuthenticationFromPb, serviceFromPb, workloadFromPb, type ConfigType, type PbResource, type CreateCertificateRequest, type CreateCertificateResponse, type DeltaRequest, type DeltaResponse,
 } from '../../controller/push/wire.ts';
-import type { StateStore } from '../state/store.ts';
+import type { StateDelta, StateStore } from '../state/store.ts';
 import type { CsrSigner } from '../identity/credentials.ts';
 
 const log = logger('agent.config');
 
 export type { CsrSigner };
+
+/** Per config type: how a resource decodes, its key, and which StateDelta field it feeds. */
+interface Codec<T> {
+  body: string;
+  field: Exclude<keyof StateDelta, 'version'>;
+  decode(r: PbResource): T | undefined;
+  key(rec: T): string;
+}
+const CODECS: Record<ConfigType, Codec<unknown>> = {
+  [WORKLOAD_TYPE]: { body: 'workload', field: 'workloads', decode: (r) => (r.workload ? workloadFromPb(r.workload) : undefined), key: (w: Workload) => w.uid } as Codec<Workload>,
+  [SERVICE_TYPE]: { body: 'service', field: 'services', decode: (r) => (r.service ? serviceFromPb(r.service) : undefined), key: (s: MeshService) => `${s.namespace}/${s.name}` } as Codec<MeshService>,
+  [AUTHORIZATION_TYPE]: { body: 'authorization', field: 'authorizations', decode: (r) => (r.authorization ? authorizationFromPb(r.authorization) : undefined), key: (a: AuthorizationRecord) => policyKey(a) } as Codec<AuthorizationRecord>,
+  [PEER_AUTHENTICATION_TYPE]: { body: 'peer authentication', field: 'peerAuthentications', decode: (r) => (r.peer_authentication ? peerAuthenticationFromPb(r.peer_authentication) : undefined), key: (p: PeerAuthenticationRecord) => policyKey(p) } as Codec<PeerAuthenticationRecord>,
+};
 
 export interface ConfigClientOptions {
   /** host:port of the controller */
@@ -183,31 +198,23 @@ export class ConfigClient {
       return;
     }
     const decodeErrors: { name: string; reason: string }[] = [];
-    const workloads: Workload[] = [];
-    const services: MeshService[] = [];
+    const decoded: unknown[] = [];
     const sentVersion = new Map<string, string>();
+    const codec = CODECS[type];
     for (const r of res.resources) {
       try {
-        if (type === WORKLOAD_TYPE && r.workload) {
-          const w = workloadFromPb(r.workload);
-          if (w.uid !== r.name) throw new Error(`resource name ${r.name} does not match workload uid ${w.uid}`);
-          workloads.push(w);
-        } else if (type === SERVICE_TYPE && r.service) {
-          const s = serviceFromPb(r.service);
-          if (`${s.namespace}/${s.name}` !== r.name) throw new Error(`resource name ${r.name} does not match service ${s.namespace}/${s.name}`);
-          services.push(s);
-        } else {
-          throw new Error(`resource ${r.name} has no ${type === WORKLOAD_TYPE ? 'workload' : 'service'} body`);
-        }
+        const rec = codec.decode(r);
+        if (rec === undefined) throw new Error(`resource ${r.name} has no ${codec.body} body`);
+        const key = codec.key(rec as never);
+        if (key !== r.name) throw new Error(`resource name ${r.name} does not match ${codec.body} ${key}`);
+        decoded.push(rec);
         sentVersion.set(r.name, r.version);
       } catch (err) {
         decodeErrors.push({ name: r.name, reason: errorMessage(err) });
       }
     }
     const removed = res.removed_resources;
-    const { rejected } = this.#o.store.apply(type === WORKLOAD_TYPE
-      ? { workloads: { upsert: workloads, remove: removed }, version: res.system_version }
-      : { services: { upsert: services, remove: removed }, version: res.system_version });
+    const { rejected } = this.#o.store.apply({ [codec.field]: { upsert: decoded, remove: removed }, version: res.system_version });
     const refused = [...decodeErrors, ...rejected.map((r) => ({ name: r.name, reason: r.reason }))];
     const refusedNames = new Set(refused.map((r) => r.name));
     for (const name of removed) versions.delete(name);
@@ -229,7 +236,10 @@ export class ConfigClient {
       if (this.#syncedTypes.size === CONFIG_TYPES.length) {
         this.#attempt = 0;
         this.#wasConnected = true;
-        log.info('config synced with the controller', { controller: this.#o.address, workloads: this.#o.store.workloads().length, services: this.#o.store.services().length });
+        log.info('config synced with the controller', {
+          controller: this.#o.address, workloads: this.#o.store.workloads().length, services: this.#o.store.services().length,
+          authorizations: this.#o.store.authorizations().length, peerAuthentications: this.#o.store.peerAuthentications().length,
+        });
         for (const w of [...this.#syncWaiters]) w();
         for (const l of [...this.#syncListeners]) l();
       }

@@ -4,7 +4,7 @@
  * ("connection complete", one line per connection) is written here at close.
  */
 import { EventEmitter } from 'node:events';
-import { logger } from '../../shared/log.ts';
+import { logEnabled, logger } from '../../shared/log.ts';
 
 export type Direction = 'inbound' | 'outbound';
 
@@ -44,6 +44,8 @@ export interface ClosedConnection extends ConnectionInfo {
   durationMs: number;
   /** Why the connection failed, if it did (an AmbitError code or message). */
   error?: string;
+  /** Bytes were set to flow (the two sides were joined); false for refused/failed attempts. */
+  established: boolean;
 }
 
 export class ConnectionRecord {
@@ -52,6 +54,7 @@ export class ConnectionRecord {
   #closed = false;
   #started = performance.now();
   #destroy: (() => void) | undefined;
+  #established = false;
   #source: (() => { sent: number; received: number }) | undefined;
 
   constructor(tracker: ConnectionTracker, info: ConnectionInfo) {
@@ -70,14 +73,17 @@ export class ConnectionRecord {
   onDestroy(fn: () => void): void { this.#destroy = fn; }
   destroy(): void { this.#destroy?.(); }
 
-  addSent(n: number): void { this.info.bytesSent += n; }
-  addReceived(n: number): void { this.info.bytesReceived += n; }
+  addSent(n: number): void { this.#established = true; this.info.bytesSent += n; }
+  addReceived(n: number): void { this.#established = true; this.info.bytesReceived += n; }
 
   /**
    * Take byte counts from a live source (a socket's own counters) instead of addSent/addReceived:
    * no per-chunk work on the data path; read when listed and at close.
    */
-  countFrom(source: () => { sent: number; received: number }): void { this.#source = source; }
+  countFrom(source: () => { sent: number; received: number }): void {
+    this.#established = true;
+    this.#source = source;
+  }
 
   /** Brings info.bytesSent/bytesReceived up to date (list() and close() call it). */
   refresh(): ConnectionInfo {
@@ -98,6 +104,7 @@ export class ConnectionRecord {
       ...this.info,
       durationMs: Math.round((performance.now() - this.#started) * 1000) / 1000,
       error: error === undefined || error === null ? undefined : describe(error),
+      established: this.#established,
     };
     this.#tracker._closed(closed);
   }
@@ -113,7 +120,43 @@ function describe(err: unknown): string {
   return String(err);
 }
 
-const access = logger('access');
+const ACCESS = 'access';
+const access = logger(ACCESS);
+
+/** `ns/name` -> [ns, name]; the access log shows them as separate fields, as Istio's does. */
+function splitName(v: string | undefined): [string | undefined, string | undefined] {
+  if (!v) return [undefined, undefined];
+  const i = v.indexOf('/');
+  return i < 0 ? [undefined, v] : [v.slice(0, i), v.slice(i + 1)];
+}
+
+/**
+ * The access-log record of one closed connection (or refused attempt): Istio ztunnel's field names,
+ * plus namespaces, protocol, deciding policy and the error. Undefined fields are left out.
+ */
+export function accessRecord(c: ClosedConnection): Record<string, unknown> {
+  const [srcNs, srcName] = splitName(c.srcWorkload);
+  const [dstNs, dstName] = splitName(c.dstWorkload);
+  return {
+    'src.addr': c.src,
+    'src.workload': srcName,
+    'src.namespace': srcNs,
+    'src.identity': c.srcIdentity,
+    'dst.addr': c.dst,
+    'dst.hbone_addr': c.hboneAddr,
+    'dst.service': c.service,
+    'dst.workload': dstName,
+    'dst.namespace': dstNs,
+    'dst.identity': c.dstIdentity,
+    direction: c.direction,
+    protocol: c.protocol,
+    policy: c.policy,
+    bytes_sent: c.bytesSent,
+    bytes_recv: c.bytesReceived,
+    duration: `${Math.round(c.durationMs)}ms`,
+    error: c.error,
+  };
+}
 
 export interface ConnectionTrackerEvents {
   open: [ConnectionInfo];
@@ -152,25 +195,9 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   /** @internal called by ConnectionRecord.close */
   _closed(c: ClosedConnection): void {
     this.#open.delete(c.id);
-    if (this.#accessLog) {
-      const log = c.error ? access.warn : access.info;
-      log('connection complete', {
-        'src.addr': c.src,
-        'src.workload': c.srcWorkload,
-        'src.identity': c.srcIdentity,
-        'dst.addr': c.dst,
-        'dst.hbone_addr': c.hboneAddr,
-        'dst.service': c.service,
-        'dst.workload': c.dstWorkload,
-        'dst.identity': c.dstIdentity,
-        direction: c.direction,
-        protocol: c.protocol,
-        policy: c.policy,
-        bytes_sent: c.bytesSent,
-        bytes_recv: c.bytesReceived,
-        duration: `${Math.round(c.durationMs)}ms`,
-        error: c.error,
-      });
+    // Failed/refused ones at warn: `access:warn` keeps only those, `access:off` silences all.
+    if (this.#accessLog && logEnabled(ACCESS, c.error ? 'warn' : 'info')) {
+      (c.error ? access.warn : access.info)('connection complete', accessRecord(c));
     }
     this.emit('close', c);
   }

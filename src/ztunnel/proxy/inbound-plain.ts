@@ -57,10 +57,9 @@ async function handle(ctx: ProxyContext, sock: net.Socket): Promise<void> {
     dstWorkload: workloadName(me),
     protocol: 'TCP',
   });
-  const decision = ctx.authorize({
-    pod: ctx.pod, workload: me, srcIp, srcWorkload, dstIp, dstPort: dst.port, transport: 'plaintext',
-  });
-  const app = await connectToApp(ctx, rec, decision, srcIp, { address: dstIp, port: dst.port }, () => abort(sock));
+  const authz = { pod: ctx.pod, workload: me, srcIp, srcWorkload, dstIp, dstPort: dst.port, transport: 'plaintext' as const };
+  // A denial (policy, or STRICT mTLS for this port) resets the client.
+  const app = await connectToApp(ctx, rec, authz, { address: dstIp, port: dst.port }, () => abort(sock));
   if (!app) return;
   if (sock.destroyed) {
     rec.close('client closed before the app connection was ready');

@@ -175,7 +175,7 @@ async function handleStream(ctx: ProxyContext, stream: ServerStream, headers: ht
     rec.close(`ZT_BAD_AUTHORITY: CONNECT authority ${JSON.stringify(authority)} is not ip:port of pod ${ctx.pod.namespace}/${ctx.pod.name} (${ctx.pod.ips.join(', ')}) or names an agent port`);
     return;
   }
-  const decision = ctx.authorize({
+  const authz = {
     pod: ctx.pod,
     workload: me,
     srcIdentity,
@@ -183,9 +183,9 @@ async function handleStream(ctx: ProxyContext, stream: ServerStream, headers: ht
     srcWorkload,
     dstIp: unmapV4(target.address),
     dstPort: target.port,
-    transport: 'hbone',
-  });
-  const app = await connectToApp(ctx, rec, decision, srcIp, { address: unmapV4(target.address), port: target.port }, reply);
+    transport: 'hbone' as const,
+  };
+  const app = await connectToApp(ctx, rec, authz, { address: authz.dstIp, port: target.port }, reply);
   if (!app) return;
   if (stream.destroyed) {
     rec.close('HBONE stream closed before the app connection was ready');
