@@ -72,19 +72,27 @@ const MANIFEST_FILE = /\.(ya?ml|json)$/i;
 /** Read every manifest file under `dir` (recursively, sorted), or one file. */
 export async function readManifestPath(path: string): Promise<ParsedManifests> {
   const out: ParsedManifests = { objects: [], errors: [] };
+  for (const f of await readManifestFiles(path)) {
+    out.objects.push(...f.objects);
+    out.errors.push(...f.errors);
+  }
+  return out;
+}
+
+/** As readManifestPath, file by file (sorted), so a caller can treat each file's errors on its own. */
+export async function readManifestFiles(path: string): Promise<Array<ParsedManifests & { file: string }>> {
   const info = await stat(path);
   const files = info.isDirectory() ? await listManifestFiles(path) : [path];
+  const out: Array<ParsedManifests & { file: string }> = [];
   for (const file of files) {
     let text: string;
     try {
       text = await readFile(file, 'utf8');
     } catch (err) {
-      out.errors.push({ source: file, message: `cannot read: ${(err as Error).message}` });
+      out.push({ file, objects: [], errors: [{ source: file, message: `cannot read: ${(err as Error).message}` }] });
       continue;
     }
-    const parsed = parseManifests(text, file);
-    out.objects.push(...parsed.objects);
-    out.errors.push(...parsed.errors);
+    out.push({ file, ...parseManifests(text, file) });
   }
   return out;
 }

@@ -61,3 +61,45 @@ test('manifest dir: a missing directory is a clear error', async () => {
   const source = new ManifestDirSource('/nonexistent/ambit-manifests');
   await assert.rejects(source.start(() => {}), (e: unknown) => isAmbitError(e, 'CONTROLLER_BAD_MANIFESTS') && /nonexistent/.test(e.message));
 });
+
+test('manifest dir: a file that stops parsing keeps its last good objects until fixed or deleted', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ambit-src-'));
+  const prev = setLogSink(() => {});
+  const source = new ManifestDirSource(dir, { rescanMs: 40 });
+  const file = join(dir, 'policies.yaml');
+  const policy = (name: string) => `apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: { name: ${name}, namespace: demo }\nspec: {}\n`;
+  const write = async (text: string) => {
+    await writeFile(`${file}.tmp`, text);
+    await rename(`${file}.tmp`, file);
+  };
+  try {
+    await write(`${policy('allow-nothing')}---\n${policy('other')}`);
+    const snaps: ClusterSnapshot[] = [];
+    await source.start((s) => snaps.push(s));
+    const names = () => snaps[snaps.length - 1].objects.map((o) => o.metadata.name).sort();
+    assert.deepEqual(names(), ['allow-nothing', 'other']);
+
+    // A YAML syntax error in the file: both policies stay in force, the error says so.
+    await write(`${policy('allow-nothing')}---\nkind: [unclosed\n`);
+    await until(() => snaps[snaps.length - 1].errors.length > 0);
+    assert.deepEqual(names(), ['allow-nothing', 'other']);
+    assert.match(snaps[snaps.length - 1].errors[0].message, /keeping 1 object\(s\) from this file's last good version/);
+
+    // Fixed with one policy removed: now it is really gone.
+    await write(policy('allow-nothing'));
+    await until(() => snaps[snaps.length - 1].errors.length === 0);
+    assert.deepEqual(names(), ['allow-nothing']);
+
+    // Broken again, then deleted: nothing is kept for a file that no longer exists.
+    await write('kind: [unclosed\n');
+    await until(() => snaps[snaps.length - 1].errors.length > 0);
+    assert.deepEqual(names(), ['allow-nothing']);
+    await rm(file);
+    await until(() => snaps[snaps.length - 1].objects.length === 0);
+    assert.equal(snaps[snaps.length - 1].errors.length, 0);
+  } finally {
+    setLogSink(prev);
+    await source.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+});

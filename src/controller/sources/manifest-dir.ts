@@ -3,12 +3,15 @@
  * store. A watch on every directory (each scan adds new ones) triggers a debounced rescan; a periodic
  * rescan is the safety net for events inotify can miss. Not fs.watch's recursive mode: on Linux it
  * loses track of a file replaced by rename (how the object store writes) and then misses its
- * deletion. A snapshot is emitted only when the objects or errors actually changed.
+ * deletion. A snapshot is emitted only when the objects or errors actually changed. A file that
+ * stops parsing keeps the objects of its last good version (a typo must not drop a policy) until it
+ * parses again or is deleted.
  */
 import { watch, type FSWatcher } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { readManifestPath } from '../../api/manifests.ts';
+import { readManifestFiles } from '../../api/manifests.ts';
+import type { KubeObject } from '../../api/k8s.ts';
 import { AmbitError, errorMessage } from '../../shared/errors.ts';
 import { logger } from '../../shared/log.ts';
 import type { ClusterSnapshot, ConfigSource, SourceError } from './source.ts';
@@ -38,6 +41,8 @@ export class ManifestDirSource implements ConfigSource {
   #stopped = false;
   /** `source\0message` of the errors already logged (forgotten once fixed, so a relapse is logged again). */
   #reported = new Set<string>();
+  /** file -> the objects of its last version that parsed without errors */
+  #lastGood = new Map<string, KubeObject[]>();
 
   constructor(dir: string, opts: ManifestDirSourceOptions = {}) {
     this.dir = dir;
@@ -135,22 +140,43 @@ export class ManifestDirSource implements ConfigSource {
     // Watches first: a change after this point triggers another scan, one before it is read now.
     await this.#syncWatches();
     if (this.#stopped) return;
-    let parsed;
+    let files;
     try {
-      parsed = await readManifestPath(this.dir);
+      files = await readManifestFiles(this.dir);
     } catch (err) {
       // The whole directory is unreadable (removed?): keep the last snapshot, say so once.
       this.#report([{ source: this.dir, message: `cannot read: ${errorMessage(err)}` }]);
       return;
     }
-    // A file deleted between listing and reading is simply gone, not an error (no spurious snapshot).
-    parsed.errors = parsed.errors.filter((e) => !e.message.startsWith('cannot read: ENOENT'));
+    const parsed: { objects: KubeObject[]; errors: SourceError[] } = { objects: [], errors: [] };
+    const present = new Set<string>();
+    for (const f of files) {
+      // A file deleted between listing and reading is simply gone, not an error (no spurious snapshot).
+      if (f.errors.some((e) => e.message.startsWith('cannot read: ENOENT'))) continue;
+      present.add(f.file);
+      parsed.objects.push(...f.objects);
+      if (f.errors.length === 0) {
+        this.#lastGood.set(f.file, f.objects);
+        continue;
+      }
+      const kept = this.#keptFromLastGood(f.file, f.objects);
+      parsed.objects.push(...kept);
+      parsed.errors.push(...f.errors.map((e) => kept.length === 0 ? e : { ...e, message: `${e.message} (keeping ${kept.length} object(s) from this file's last good version)` }));
+    }
+    for (const file of this.#lastGood.keys()) if (!present.has(file)) this.#lastGood.delete(file);
     this.#report(parsed.errors);
     const key = JSON.stringify(parsed);
     if (key === this.#last || this.#stopped) return;
     this.#last = key;
     this.#revision++;
     this.#onSnapshot?.({ objects: parsed.objects, errors: parsed.errors, revision: this.#revision });
+  }
+
+  /** Objects of the file's last good version that its current (broken) version no longer yields. */
+  #keptFromLastGood(file: string, now: KubeObject[]): KubeObject[] {
+    const id = (o: KubeObject) => `${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`;
+    const have = new Set(now.map(id));
+    return (this.#lastGood.get(file) ?? []).filter((o) => !have.has(id(o)));
   }
 
   #report(errors: SourceError[]): void {
