@@ -77,13 +77,13 @@ export function formatExplanation(x: Explanation): string {
       e.authz.verdicts.forEach((v, i) => {
         const deciding = v.policy === e.decidedBy ? '   <- decides' : '';
         const m = v.matched ? `matches${v.rule !== undefined ? ` rule ${v.rule}` : ''}` : 'no match';
-        sub(i === 0 ? 'policies' : '', `${v.action.padEnd(6)}${v.policy.padEnd(36)} ${m}${deciding}`);
+        sub(i === 0 ? 'policies' : '', `${v.action.padEnd(6)} ${v.policy.padEnd(36)} ${m}${deciding}`);
       });
     } else if (e.enforced) sub('policies', 'not evaluated (refused before authorization)');
-    sub('result', `${mark(e).padEnd(6)}${e.reason}`);
+    sub('result', `${mark(e).padEnd(6)} ${e.reason}`);
   }
   const verdict = { allow: 'ALLOW', deny: 'DENY', reject: 'REJECT', 'depends-on-endpoint': 'DEPENDS ON THE ENDPOINT' }[x.verdict];
-  row('verdict', `${verdict.padEnd(6)}${x.summary}`);
+  row('verdict', `${verdict.padEnd(6)} ${x.summary}`);
   return lines.join('\n') + '\n';
 }
 

@@ -109,7 +109,13 @@ export class LocalMesh {
   }
 }
 
-/** Extra node flags for the agents (profiling: `--cpu-prof`, `--trace-gc`, ... not allowed in NODE_OPTIONS). */
+/**
+ * Node flags for the agents. V8 sizes the young generation by the machine's memory (64 MB
+ * semi-spaces here): under connection churn the agent then sat at ~250 MB RSS with 35 MB live;
+ * 4 MB keeps it near 110 MB at no measurable throughput cost (bench/README.md). Keep in step with
+ * bin/ambit. AMBIT_AGENT_NODE_FLAGS adds more (profiling: `--cpu-prof`, `--trace-gc`, ... which
+ * NODE_OPTIONS does not allow); the last of a repeated flag wins.
+ */
 function agentNodeFlags(): string[] {
-  return (process.env.AMBIT_AGENT_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
+  return ['--max-semi-space-size=4', ...(process.env.AMBIT_AGENT_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean)];
 }

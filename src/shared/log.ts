@@ -131,7 +131,10 @@ function emit(level: LogLevel, component: string, msg: string, fields?: Fields):
   if (order[level] < threshold(component)) return;
   const time = new Date().toISOString();
   if (jsonFormat) {
-    sink(JSON.stringify({ time, level, component, msg, ...fields }));
+    // A field named like a built-in key (e.g. `level` of "logging changed") must not replace it.
+    const line: Record<string, unknown> = { time, level, component, msg };
+    if (fields) for (const [k, v] of Object.entries(fields)) line[k in line ? `field.${k}` : k] = v;
+    sink(JSON.stringify(line));
     return;
   }
   let line = `${time} ${level} ${component} ${msg}`;

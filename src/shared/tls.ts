@@ -173,9 +173,66 @@ export function isValidServiceAccount(sa: string): boolean {
  * identity when it is, undefined otherwise (no certificate, not a workload SPIFFE ID, other domain).
  */
 export function checkPeerTrustDomain(s: tls.TLSSocket, td: string): (SpiffeIdentity & { spiffeId: string }) | undefined {
+  if (!s.authorized) return undefined; // the chain did not verify (a server may verify by itself)
   const id = peerSpiffeId(s);
   if (id === undefined) return undefined;
   const parsed = parseSpiffeId(id);
   if (!parsed || parsed.trustDomain !== td) return undefined;
   return { ...parsed, spiffeId: id };
+}
+
+/** OpenSSL verify codes that mean "this chain does not lead to any root we trust". */
+const UNKNOWN_CA_CODES = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'CERT_SIGNATURE_FAILURE',
+]);
+
+/**
+ * Why a peer's certificate failed verification, in words an operator can act on: expired (with
+ * notAfter), not yet valid (notBefore), unknown CA (with the issuer), or the OpenSSL code.
+ * Node drops a socket it rejected without saying why, so HBONE endpoints verify with
+ * rejectUnauthorized off and refuse through this (and checkPeerTrustDomain / checkPeerIdentity).
+ */
+export function describeVerifyError(code: string | undefined, cert: X509Certificate | undefined, now = Date.now()): string {
+  if (!cert) return 'no certificate presented';
+  const who = `${uriSans(cert).join(', ') || 'no URI SAN'}, serial ${cert.serialNumber}`;
+  if (code === 'CERT_HAS_EXPIRED') {
+    return cert.validToDate.getTime() <= now
+      ? `certificate expired: notAfter ${cert.validToDate.toISOString()} (${who})`
+      : `a certificate in the peer's chain expired (leaf ${who})`;
+  }
+  if (code === 'CERT_NOT_YET_VALID') return `certificate not yet valid: notBefore ${cert.validFromDate.toISOString()} (${who})`;
+  if (code && UNKNOWN_CA_CODES.has(code)) {
+    return `unknown CA: the certificate (${who}) issued by "${cert.issuer.replace(/\n/g, ', ')}" does not chain to the mesh trust bundle (${code})`;
+  }
+  return `certificate verification failed: ${code ?? 'unknown error'} (${who})`;
+}
+
+/**
+ * The server side's verdict on an HBONE client after the handshake (server made with
+ * rejectUnauthorized: false): undefined plus the identity when the chain verified against our
+ * roots and the SPIFFE id is of trust domain `td`, else the reason to log and refuse.
+ */
+export function verifyHboneClient(s: tls.TLSSocket, td: string): { identity: string; reason?: undefined } | { identity?: undefined; reason: string } {
+  const cert = s.getPeerX509Certificate();
+  if (!s.authorized) return { reason: describeVerifyError(String(s.authorizationError ?? ''), cert) };
+  const id = peerSpiffeId(s);
+  if (id === undefined) return { reason: `certificate carries no SPIFFE workload identity (URI SAN: ${cert ? uriSans(cert).join(', ') || 'none' : 'none'})` };
+  const parsed = parseSpiffeId(id);
+  if (!parsed) return { reason: `peer identity ${id} is not a workload SPIFFE id (spiffe://<trust-domain>/ns/<ns>/sa/<sa>)` };
+  if (parsed.trustDomain !== td) return { reason: `foreign trust domain: peer identity ${id} is not in trust domain ${td}` };
+  return { identity: id };
+}
+
+/**
+ * The client side's verdict on an HBONE server after the handshake (connected with
+ * rejectUnauthorized: false): undefined when the chain verified and the server is exactly
+ * `expected`, else the reason (expired / unknown CA / identity mismatch).
+ */
+export function verifyHboneServer(s: tls.TLSSocket, expected: string): string | undefined {
+  const cert = s.getPeerX509Certificate();
+  const code = String(s.authorizationError ?? '');
+  if (s.authorized) return undefined;
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID' && cert) return checkPeerIdentity(cert, expected)?.message ?? code;
+  return describeVerifyError(code, cert);
 }

@@ -69,6 +69,7 @@ export class NodeAgent {
     state: this.#store,
     authorize: this.#authorize,
     records: () => [...this.#pods.keys()].flatMap((uid) => this.#connections.recordsOf(uid)),
+    localUids: () => this.#pods.keys(),
   });
   #handoff: PodHandoffServer | undefined;
   #readiness: Server | undefined;

@@ -1,6 +1,6 @@
 /**
  * The agent's admin API (loopback only, 127.0.0.1:15000 as ztunnel): GET /config_dump,
- * GET|POST /logging, GET /explain?src=NS/POD&dst=IP:PORT. Read-only except the log level, and
+ * GET|POST /logging, GET /explain?src=NS/POD&dst=IP:PORT, GET /memory. Read-only except the log level, and
  * never on the data path: a failing request answers an error and changes nothing.
  */
 import { isIP } from 'node:net';
@@ -12,6 +12,7 @@ import { parseAddr } from '../proxy/types.ts';
 import { buildConfigDump, type DumpSources } from './config-dump.ts';
 import { explainConnection } from './explain.ts';
 import { loggingState, setLogging } from './logging.ts';
+import { memoryReport } from './memory.ts';
 
 const log = logger('agent.admin');
 
@@ -26,6 +27,7 @@ const INDEX = `ambit node agent admin API
   POST /logging?level=SPEC               set levels: debug | access:off | info,access:debug
   POST /logging?format=text|json         log line format
   GET  /explain?src=NS/POD&dst=IP:PORT   route and policy decision for a connection
+  GET  /memory                           process memory: RSS, V8 heap, external and array buffers
 `;
 
 export class AdminServer {
@@ -83,6 +85,9 @@ export class AdminServer {
             log.info('logging changed', { level: level ?? undefined, format: format ?? undefined });
           }
           return json(res, 200, loggingState());
+        case '/memory':
+          onlyMethods(req, ['GET']);
+          return json(res, 200, memoryReport());
         case '/explain':
           onlyMethods(req, ['GET']);
           return json(res, 200, this.#explain(url.searchParams));

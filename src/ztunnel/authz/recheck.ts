@@ -5,6 +5,7 @@
  * sides reset: RST_STREAM on HBONE, TCP RST on plaintext).
  */
 import { logger } from '../../shared/log.ts';
+import type { Workload } from '../../api/mesh.ts';
 import type { StateView } from '../state/store.ts';
 import type { ConnectionRecord } from '../proxy/connections.ts';
 import type { AuthzContext, AuthzResult, Authorizer } from '../proxy/context.ts';
@@ -56,23 +57,60 @@ export interface PolicyRecheckerOptions {
   authorize: Authorizer;
   /** Open connection records of the pods this agent serves. */
   records: () => Iterable<ConnectionRecord>;
+  /** Uids of the pods this agent serves: their labels/enrollment decide which selector policies apply. */
+  localUids?: () => Iterable<string>;
 }
 
-/** Watches the state; re-checks open connections once per policy generation change. */
+/** What of a destination workload the policy decision depends on besides the policies. */
+function policyFacts(w: Workload | undefined): string {
+  if (!w) return '';
+  const labels = Object.keys(w.labels).sort().map((k) => [k, w.labels[k]]);
+  return JSON.stringify([w.namespace, w.protocol, labels]);
+}
+
+/**
+ * Watches the state; re-checks open connections once per policy generation change, and when the
+ * labels, namespace or enrollment of a workload this agent serves change (a selector may now match
+ * or stop matching). Unchanged workload records keep their object (the store freezes each upsert),
+ * so an unrelated change costs one Map lookup per local pod.
+ */
 export class PolicyRechecker {
   #o: PolicyRecheckerOptions;
   #generation: number;
   #off: (() => void) | undefined;
   #scheduled = false;
+  /** Local uid -> the record last looked at and its policy facts. */
+  #seen = new Map<string, { w: Workload | undefined; facts: string }>();
 
   constructor(o: PolicyRecheckerOptions) {
     this.#o = o;
     this.#generation = o.state.policyGeneration;
   }
 
+  /** Whether a served workload's policy facts changed since the last look (first sight counts). */
+  #localChanged(): boolean {
+    const uids = this.#o.localUids?.();
+    if (!uids) return false;
+    let changed = false;
+    const live = new Set<string>();
+    for (const uid of uids) {
+      live.add(uid);
+      const w = this.#o.state.workloadByUid(uid);
+      const prev = this.#seen.get(uid);
+      if (prev && prev.w === w) continue;
+      const facts = policyFacts(w);
+      if (!prev || prev.facts !== facts) changed = true;
+      this.#seen.set(uid, { w, facts });
+    }
+    for (const uid of this.#seen.keys()) if (!live.has(uid)) this.#seen.delete(uid);
+    return changed;
+  }
+
   start(): void {
+    this.#localChanged(); // baseline
     this.#off ??= this.#o.state.onChange(() => {
-      if (this.#o.state.policyGeneration === this.#generation || this.#scheduled) return;
+      const local = this.#localChanged();
+      if ((!local && this.#o.state.policyGeneration === this.#generation) || this.#scheduled) return;
       // After the current batch's other listeners: one pass per burst of changes.
       this.#scheduled = true;
       setImmediate(() => {
@@ -92,7 +130,7 @@ export class PolicyRechecker {
     const started = performance.now();
     const closed = recheckOpen(this.#o.records(), this.#o.authorize);
     if (closed > 0) {
-      log.info('closed connections a policy change denies', { closed, generation: this.#generation, ms: Math.round(performance.now() - started) });
+      log.info('closed connections a policy or workload label change denies', { closed, generation: this.#generation, ms: Math.round(performance.now() - started) });
     }
     return closed;
   }

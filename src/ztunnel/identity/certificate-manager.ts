@@ -9,6 +9,11 @@
  *   is torn down: connections established with an older certificate keep working until they close.
  * - While an identity has no usable certificate and a retry is pending, get() fails fast with the
  *   last error (ID_UNAVAILABLE) instead of piling requests onto a failing CA.
+ * - Trust bundle: the roots of the latest CreateCertificate answer are the node's bundle. When they
+ *   change (the CA added a root, an operator rotated roots), every held identity is re-based onto
+ *   them (same certificate, new rootsPem, announced through onRotate) so TLS contexts built from
+ *   here on verify peers with the new bundle; an identity the new roots no longer anchor is renewed
+ *   now. Open connections keep the context they were made with.
  */
 import { spiffeId } from '../../api/mesh.ts';
 import { AmbitError, errorMessage } from '../../shared/errors.ts';
@@ -16,6 +21,7 @@ import { logger } from '../../shared/log.ts';
 import { isValidNamespace, isValidServiceAccount, isValidTrustDomain } from '../../shared/tls.ts';
 import { createCsr } from './csr.ts';
 import { validateIssued, type Credentials, type CsrSigner } from './credentials.ts';
+import { anchoredBy, rootFingerprints } from './trust-bundle.ts';
 
 export type { Credentials, CsrSigner } from './credentials.ts';
 
@@ -64,6 +70,9 @@ export class CertificateManager {
   #backoffMax: number;
   #entries = new Map<string, Entry>();
   #rotateCbs = new Set<(c: Credentials) => void>();
+  #bundleCbs = new Set<(rootsPem: string) => void>();
+  /** The node's trust bundle: roots of the latest issuance (PEM, as validateIssued normalised it). */
+  #roots: string | undefined;
   #stopped = false;
 
   constructor(o: CertificateManagerOptions) {
@@ -114,6 +123,19 @@ export class CertificateManager {
     return c && c.notAfter.getTime() > Date.now() ? c : undefined;
   }
 
+  /** The current trust bundle (PEM roots), once any certificate was issued. */
+  get trustBundle(): string | undefined { return this.#roots; }
+
+  /** Called with the new roots whenever the trust bundle changes (after identities were re-based). */
+  onTrustBundle(cb: (rootsPem: string) => void): () => void {
+    this.#bundleCbs.add(cb);
+    return () => { this.#bundleCbs.delete(cb); };
+  }
+
+  /**
+   * Called with every newly issued Credentials, and with re-based ones (same certificate and serial,
+   * new rootsPem) when the trust bundle changes: either way, build new TLS contexts from them.
+   */
   onRotate(cb: (c: Credentials) => void): () => void {
     this.#rotateCbs.add(cb);
     return () => { this.#rotateCbs.delete(cb); };
@@ -185,9 +207,8 @@ export class CertificateManager {
         // Half-life from receipt: notBefore is backdated and must not shorten the lifetime.
         this.#schedule(e, receivedAt + Math.max(50, (creds.notAfter.getTime() - receivedAt) / 2));
         log.info(renewed ? 'certificate renewed' : 'certificate issued', { identity: e.identity, serial: creds.serial, notAfter: creds.notAfter.toISOString() });
-        for (const cb of this.#rotateCbs) {
-          try { cb(creds); } catch (err) { log.warn('onRotate callback failed', { identity: e.identity, error: errorMessage(err) }); }
-        }
+        this.#announce(creds);
+        this.#adoptRoots(creds.rootsPem, e.identity);
         return creds;
       },
       (err: unknown) => {
@@ -204,6 +225,44 @@ export class CertificateManager {
     );
     e.inflight = p;
     return p;
+  }
+
+  #announce(creds: Credentials): void {
+    for (const cb of this.#rotateCbs) {
+      try { cb(creds); } catch (err) { log.warn('onRotate callback failed', { identity: creds.identity, error: errorMessage(err) }); }
+    }
+  }
+
+  /** A new bundle from an issuance for `from`: re-base the other identities onto it. */
+  #adoptRoots(rootsPem: string, from: string): void {
+    const previous = this.#roots;
+    if (previous === rootsPem) return;
+    this.#roots = rootsPem;
+    if (previous === undefined) return; // the first bundle: nothing was built from another one
+    const before = rootFingerprints(previous);
+    const after = rootFingerprints(rootsPem);
+    if (before.join() === after.join()) return; // same roots, other order or encoding
+    log.info('trust bundle changed', {
+      from,
+      added: after.filter((f) => !before.includes(f)).join(',') || 'none',
+      removed: before.filter((f) => !after.includes(f)).join(',') || 'none',
+      roots: after.length,
+    });
+    for (const e of this.#entries.values()) {
+      const c = e.creds;
+      if (!c || c.rootsPem === rootsPem) continue;
+      const rebased: Credentials = { ...c, rootsPem };
+      e.creds = rebased;
+      if (!anchoredBy(rebased.certChainPem, rootsPem)) {
+        // Peers with the new bundle would refuse this certificate: get one from the current CA now.
+        log.warn('certificate no longer chains to the trust bundle; renewing now', { identity: e.identity, serial: c.serial });
+        if (!e.inflight) this.#schedule(e, Date.now());
+      }
+      this.#announce(rebased);
+    }
+    for (const cb of this.#bundleCbs) {
+      try { cb(rootsPem); } catch (err) { log.warn('onTrustBundle callback failed', { error: errorMessage(err) }); }
+    }
   }
 
   async #issue(identity: string): Promise<Credentials> {

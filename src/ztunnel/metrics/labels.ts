@@ -6,9 +6,10 @@
  * pod name, IP or port), so the number of label sets grows with workloads x services, not with pods
  * or connections. series-cap.ts bounds it anyway.
  */
-import type { MeshService, Workload } from '../../api/mesh.ts';
+import type { Workload } from '../../api/mesh.ts';
 import { workloadIdentity } from '../../api/mesh.ts';
 import type { StateView } from '../state/store.ts';
+import { destinationService } from '../state/destination-service.ts';
 import type { ClosedConnection, ConnectionInfo } from '../proxy/connections.ts';
 import { parseAddr } from '../proxy/types.ts';
 
@@ -63,36 +64,6 @@ function namespaceOfName(nsName: string | undefined): string | undefined {
 
 function ipOf(addr: string): string | undefined {
   return parseAddr(addr)?.address;
-}
-
-/** hostname -> service, rebuilt when the state changes (one lookup per connection, not a scan). */
-const hostIndex = new WeakMap<StateView, { version: string; list: MeshService[]; map: Map<string, MeshService> }>();
-function hostnames(state: StateView): Map<string, MeshService> {
-  const list = state.services();
-  let idx = hostIndex.get(state);
-  if (!idx || idx.version !== state.version || idx.list !== list) {
-    idx = { version: state.version, list, map: new Map(list.map((s) => [s.hostname, s])) };
-    hostIndex.set(state, idx);
-  }
-  return idx.map;
-}
-
-/**
- * The destination service: the one the client addressed (outbound, by hostname), else the service
- * of the destination workload whose target port is the connection's port (what the inbound side can
- * know, since HBONE carries the pod address): both reporters then agree. First by key when several.
- */
-export function destinationService(state: StateView, hostname: string | undefined, dst: Workload | undefined, dstPort: number | undefined): MeshService | undefined {
-  if (hostname) {
-    const byHost = hostnames(state).get(hostname);
-    if (byHost) return byHost;
-  }
-  if (!dst || dstPort === undefined) return undefined;
-  const keys = Object.keys(dst.services).sort();
-  for (const key of keys) {
-    if (Object.values(dst.services[key]).some((target) => Number(target) === dstPort)) return state.service(key);
-  }
-  return undefined;
 }
 
 /**

@@ -13,6 +13,7 @@ import type { ProxyContext } from './context.ts';
 import { unmapV4 } from './decide.ts';
 import { abort, pipeBoth } from './pipe.ts';
 import { connectToApp } from './app-connect.ts';
+import { destinationService } from '../state/destination-service.ts';
 import { formatAddr } from './types.ts';
 
 const log = logger('inbound-plain');
@@ -55,6 +56,7 @@ async function handle(ctx: ProxyContext, sock: net.Socket): Promise<void> {
     dstIdentity: spiffeId(ctx.trustDomain, ctx.pod.namespace, ctx.pod.serviceAccount),
     srcWorkload: workloadName(srcWorkload),
     dstWorkload: workloadName(me),
+    service: destinationService(ctx.state, undefined, me, dst.port)?.hostname,
     protocol: 'TCP',
   });
   const authz = { pod: ctx.pod, workload: me, srcIp, srcWorkload, dstIp, dstPort: dst.port, transport: 'plaintext' as const };

@@ -12,7 +12,7 @@ import { PORTS } from '../../api/constants.ts';
 import { spiffeId } from '../../api/mesh.ts';
 import { errorMessage } from '../../shared/errors.ts';
 import { logger } from '../../shared/log.ts';
-import { checkPeerTrustDomain, hboneServerOptions } from '../../shared/tls.ts';
+import { checkPeerTrustDomain, hboneServerOptions, verifyHboneClient } from '../../shared/tls.ts';
 import type { TlsCredentials } from '../../shared/tls.ts';
 import { isLocalAddress, localWorkload, workloadName } from './context.ts';
 import type { ProxyContext } from './context.ts';
@@ -21,6 +21,7 @@ import { H2Session } from '../h2/session.ts';
 import { connectionWindow, h2Settings, HBONE_H2, H2_MAX_SESSION_MEMORY, leanSessionOptions } from './h2-settings.ts';
 import { pipeBoth } from './pipe.ts';
 import { connectToApp } from './app-connect.ts';
+import { destinationService } from '../state/destination-service.ts';
 import { formatAddr, parseAddr } from './types.ts';
 
 const log = logger('inbound');
@@ -53,20 +54,29 @@ export function createHboneServer(ctx: ProxyContext, creds: TlsCredentials): tls
   return HBONE_H2 === 'lean' ? createLeanServer(ctx, creds) : createNodeServer(ctx, creds);
 }
 
+/**
+ * Our options with rejectUnauthorized off: node drops a client it rejected without telling us why,
+ * so the chain verdict (OpenSSL's, against the same roots) is read in refusePeer, right after the
+ * handshake and before any byte is read, and the refusal is logged with its reason.
+ */
+function serverOptions(creds: TlsCredentials): tls.TlsOptions {
+  return { ...hboneServerOptions(creds), rejectUnauthorized: false };
+}
+
 function refusePeer(ctx: ProxyContext, sock: tls.TLSSocket): boolean {
-  const peer = checkPeerTrustDomain(sock, ctx.trustDomain);
-  if (peer) return false;
-  log.warn('refusing HBONE peer outside our trust domain', {
+  const verdict = verifyHboneClient(sock, ctx.trustDomain);
+  if (verdict.identity !== undefined) return false;
+  log.warn('refusing HBONE peer', {
     pod: `${ctx.pod.namespace}/${ctx.pod.name}`,
-    remote: sock.remoteAddress,
-    trustDomain: ctx.trustDomain,
+    remote: `${unmapV4(sock.remoteAddress ?? '')}:${sock.remotePort ?? 0}`,
+    reason: verdict.reason,
   });
   sock.destroy();
   return true;
 }
 
 function createLeanServer(ctx: ProxyContext, creds: TlsCredentials): tls.Server {
-  const server = tls.createServer(hboneServerOptions(creds));
+  const server = tls.createServer(serverOptions(creds));
   server.on('secureConnection', (sock: tls.TLSSocket) => {
     sock.setNoDelay(true);
     sock.on('error', () => {}); // the session reports it
@@ -95,7 +105,7 @@ function createLeanServer(ctx: ProxyContext, creds: TlsCredentials): tls.Server 
 
 function createNodeServer(ctx: ProxyContext, creds: TlsCredentials): http2.Http2SecureServer {
   const server = http2.createSecureServer({
-    ...hboneServerOptions(creds),
+    ...serverOptions(creds),
     allowHTTP1: false,
     settings: h2Settings(),
     maxSessionMemory: H2_MAX_SESSION_MEMORY,
@@ -168,6 +178,7 @@ async function handleStream(ctx: ProxyContext, stream: ServerStream, headers: ht
     dstIdentity: spiffeId(ctx.trustDomain, ctx.pod.namespace, ctx.pod.serviceAccount),
     srcWorkload: workloadName(srcWorkload),
     dstWorkload: workloadName(me),
+    service: target ? destinationService(ctx.state, undefined, me, target.port)?.hostname : undefined,
     protocol: 'HBONE',
   });
   if (!target || !isLocalAddress(ctx, unmapV4(target.address)) || AGENT_PORTS.has(target.port)) {

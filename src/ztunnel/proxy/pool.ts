@@ -12,7 +12,7 @@ import type { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { AmbitError, errorMessage } from '../../shared/errors.ts';
 import { logger } from '../../shared/log.ts';
-import { hboneClientOptions } from '../../shared/tls.ts';
+import { hboneClientOptions, verifyHboneServer } from '../../shared/tls.ts';
 import type { TlsCredentials } from '../../shared/tls.ts';
 import type { Workload } from '../../api/mesh.ts';
 import { H2Session } from '../h2/session.ts';
@@ -243,13 +243,20 @@ export class HbonePool {
       throw fail('TCP connect', err);
     }
     tcp.setNoDelay(true);
-    const sock = tls.connect({ ...hboneClientOptions(creds, route.dstIdentity), socket: tcp });
+    // Verified by verifyHboneServer below rather than by node, which would reject without the
+    // certificate at hand: the reason then names notAfter / the unknown issuer / the identity.
+    const sock = tls.connect({ ...hboneClientOptions(creds, route.dstIdentity), rejectUnauthorized: false, socket: tcp });
     try {
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`handshake timed out after ${this.#timeoutMs} ms`)), this.#timeoutMs);
         sock.once('secureConnect', () => { clearTimeout(timer); resolve(); });
         sock.once('error', (err) => { clearTimeout(timer); reject(err); });
       });
+      const refused = verifyHboneServer(sock, route.dstIdentity);
+      if (refused) {
+        log.warn('refusing HBONE server', { hbone: route.hboneAddress, expected: route.dstIdentity, reason: refused });
+        throw new Error(`server certificate refused: ${refused}`);
+      }
       if (sock.alpnProtocol !== 'h2') throw new Error(`peer did not negotiate ALPN h2 (got ${String(sock.alpnProtocol)})`);
     } catch (err) {
       sock.destroy();
