@@ -115,9 +115,23 @@ function readText(path: string): string {
   try { return readFileSync(path, 'utf8'); } catch { return ''; }
 }
 
+/** Kills whatever runs in the private netns (also what an interrupted run left), then removes it. */
+function removeNetns(): void {
+  const pids = spawnSync('ip', ['netns', 'pids', NETNS], { encoding: 'utf8' }).stdout?.split('\n').filter(Boolean) ?? [];
+  for (const pid of pids) try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ }
+  spawnSync('ip', ['netns', 'del', NETNS]);
+}
+
 export async function runPolicyMemory(): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'ambit-polmem-'));
-  spawnSync('ip', ['netns', 'del', NETNS]);
+  const onSignal = (): void => {
+    removeNetns();
+    rmSync(dir, { recursive: true, force: true });
+    process.exit(130);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  removeNetns();
   sh('ip', ['netns', 'add', NETNS]);
   sh('ip', ['-n', NETNS, 'link', 'set', 'lo', 'up']);
   const rows: Measured[] = [];
@@ -126,8 +140,10 @@ export async function runPolicyMemory(): Promise<string> {
     rows.push(await measure(dir, `${WORKLOADS} workloads`, WORKLOADS, 0));
     rows.push(await measure(dir, `${WORKLOADS} workloads + ${POLICIES} policies`, WORKLOADS, POLICIES));
   } finally {
-    spawnSync('ip', ['netns', 'del', NETNS]);
+    removeNetns();
     rmSync(dir, { recursive: true, force: true });
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
   }
   const base = rows[0];
   return `### Agent memory with policies (one agent, controller in the same private netns)\n\n` + table(
