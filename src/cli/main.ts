@@ -12,6 +12,8 @@ const commands: Record<string, Command> = {
   agent: { summary: 'run a node agent (the ztunnel of one node)', load: () => import('./agent.ts') },
   'ztunnel-config': { summary: "show a node agent's workloads, services, policies, certificates, connections", load: () => import('./ztunnel-config.ts') },
   explain: { summary: 'explain the route and policy decision for a connection from a pod', load: () => import('./explain.ts') },
+  'cni-install': { summary: 'install ambit-cni on this node and keep it chained into the primary CNI config', load: () => import('./cni-install.ts') },
+  'cni-uninstall': { summary: 'take ambit-cni out of the CNI config and bin dirs', load: async () => ({ run: (await import('./cni-install.ts')).runUninstall }) },
 };
 
 function usage(): string {
