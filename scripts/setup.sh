@@ -34,3 +34,12 @@ if [ ! -x node_modules/.bin/node ] || [ ! -f src/native/build/Release/ambit_nati
   echo "ambit setup: installing npm packages (Node 24, TypeScript, native addon)" >&2
   npm ci --no-audit --no-fund --loglevel=error
 fi
+
+# The Kubernetes control plane for test/kube (etcd, kube-apiserver, kube-controller-manager, kubectl),
+# built from the Go module proxy into .cache/kube; a cold build takes about 6 minutes on 2 cores
+# (2.7 GB peak), later runs find the binaries and return at once.
+bash scripts/build-kube.sh >/dev/null
+
+# The Gateway API CRDs that controller/ installs, from the upstream release on the Go module proxy
+# (controller/gateway-api/, git-ignored; instant when already there).
+bash scripts/fetch-gateway-api-crds.sh

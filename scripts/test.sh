@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: type check, unit tests, then tests in real network namespaces (root).
+# The whole test suite: type check, unit tests, then tests in real network namespaces (root), then
+# tests against a real Kubernetes API server (built by scripts/build-kube.sh).
 # Test files run one at a time: the netns tests share the machine's CPU and its network stack.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,4 +11,4 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 exec "$node" --test --test-concurrency=1 --test-timeout=300000 --test-reporter=spec \
-  'test/unit/**/*.test.ts' 'test/netns/**/*.test.ts'
+  'test/unit/**/*.test.ts' 'test/netns/**/*.test.ts' 'test/kube/**/*.test.ts'

@@ -1,17 +1,23 @@
 /**
- * `ambit controller --manifests DIR --ca-dir DIR --listen HOST:PORT [--trust-domain TD] [--root-namespace NS]`
+ * `ambit controller (--manifests DIR | --kubernetes | --kubeconfig PATH) --ca-dir DIR --listen HOST:PORT [--trust-domain TD] [--root-namespace NS]`
  * Runs until SIGTERM/SIGINT, then stops gracefully (agents keep their config and reconnect later).
  */
 import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import { Controller } from '../controller/controller.ts';
+import { KubeSource } from '../controller/sources/kube/kube-source.ts';
 import { logger } from '../shared/log.ts';
 
 const log = logger('controller');
 
-const USAGE = `usage: ambit controller --manifests DIR --ca-dir DIR --listen HOST:PORT [--trust-domain TD] [--root-namespace NS]
+const USAGE = `usage: ambit controller (--manifests DIR | --kubernetes | --kubeconfig PATH) --ca-dir DIR --listen HOST:PORT
+                        [--trust-domain TD] [--root-namespace NS] [--lease-namespace NS]
 
   --manifests DIR      directory of Kubernetes manifests (YAML/JSON), watched for changes
+  --kubernetes         watch the Kubernetes API of the cluster this pod runs in (its service account)
+  --kubeconfig PATH    watch the Kubernetes API server of this kubeconfig's current context
+  --lease-namespace NS namespace of the leader-election Lease (default: $POD_NAMESPACE, the pod's
+                       namespace in-cluster, else default); only the leader writes status
   --ca-dir DIR         CA files (ca-cert.pem, ca-key.pem, ...); a new root is created if empty
   --listen HOST:PORT   address of the agents' gRPC endpoint (mTLS), e.g. 10.99.0.1:15012
   --trust-domain TD    SPIFFE trust domain (default cluster.local)
@@ -34,6 +40,9 @@ export async function run(argv: string[]): Promise<number> {
       args: argv,
       options: {
         manifests: { type: 'string' },
+        kubeconfig: { type: 'string' },
+        kubernetes: { type: 'boolean' },
+        'lease-namespace': { type: 'string' },
         'ca-dir': { type: 'string' },
         listen: { type: 'string' },
         'trust-domain': { type: 'string' },
@@ -51,7 +60,12 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(USAGE + '\n');
     return 0;
   }
-  const missing = (['manifests', 'ca-dir', 'listen'] as const).filter((k) => !values[k]);
+  const kube = values.kubeconfig !== undefined || values.kubernetes === true;
+  if (kube && values.manifests !== undefined) {
+    process.stderr.write(`ambit controller: --manifests and --${values.kubeconfig !== undefined ? 'kubeconfig' : 'kubernetes'} exclude each other: pick one source\n\n${USAGE}\n`);
+    return 2;
+  }
+  const missing = [...(!kube && values.manifests === undefined ? ['manifests (or --kubernetes / --kubeconfig)'] : []), ...(['ca-dir', 'listen'] as const).filter((k) => !values[k])];
   if (missing.length > 0) {
     process.stderr.write(`ambit controller: missing ${missing.map((m) => `--${m}`).join(', ')}\n\n${USAGE}\n`);
     return 2;
@@ -78,8 +92,15 @@ export async function run(argv: string[]): Promise<number> {
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   try {
+    const source = kube
+      ? new KubeSource(values.kubeconfig !== undefined ? { kubeconfig: values.kubeconfig } : { inCluster: true }, {
+        lease: values['lease-namespace'] ? { namespace: values['lease-namespace'] } : {},
+        policy: { rootNamespace, trustDomain: values['trust-domain'] },
+      })
+      : undefined;
     const controller = await Controller.start({
-      manifests: values.manifests!,
+      manifests: values.manifests ?? '',
+      source,
       caDir: values['ca-dir']!,
       host: listen.host,
       port: listen.port,
@@ -87,7 +108,8 @@ export async function run(argv: string[]): Promise<number> {
       rootNamespace,
     });
     const where = listen.host.includes(':') ? `[${listen.host}]:${controller.port}` : `${listen.host}:${controller.port}`;
-    log.info('controller ready', { listen: where, manifests: values.manifests, trustDomain: controller.trustDomain, rootNamespace: controller.rootNamespace });
+    const from = source ? { kubernetes: source.client.server } : { manifests: values.manifests };
+    log.info('controller ready', { listen: where, ...from, trustDomain: controller.trustDomain, rootNamespace: controller.rootNamespace });
     await stopped;
     await controller.stop();
   } finally {

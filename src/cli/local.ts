@@ -13,6 +13,8 @@ import { deploymentsTable, genericTable, nodesTable, podsTable, servicesTable } 
 import {
   bridgeName, CLI_MAIN, CNI_BIN_DIR, hostBridgeIp, instanceName, MAX_NODES, NODE_BIN, PACKAGE_ROOT, Paths, pickIndex, stateDirOf,
 } from '../local/instance.ts';
+import { kubeBinaries } from '../local/kube/binaries.ts';
+import { kubeShellEnv, localKubeconfig } from '../local/kube/env.ts';
 import type { ApplyOutcome, ObjectResult } from '../local/runtime.ts';
 import type { InstanceFile } from '../local/supervisor.ts';
 
@@ -27,6 +29,8 @@ commands:
   get nodes|pods|services|deployments|namespaces [-n NS | -A] [-o wide|json]
   exec NS/POD [-c C] -- CMD...      run a command in a pod's network namespace
   logs NS/POD [-c C] [-f]           print a container's log
+  kubeconfig                        print the kubeconfig path of the instance's API server (--kubernetes)
+  env                               shell lines for eval: KUBECONFIG and the matching kubectl on PATH
 
 Run as root on Linux. AMBIT_LOCAL_INSTANCE=<name> runs a separate instance (state /run/ambit/<name>).
 Example: ambit local up && ambit local apply -f ${PACKAGE_ROOT}/docs/examples/demo.yaml
@@ -48,6 +52,8 @@ export async function run(argv: string[]): Promise<number> {
     case 'get': return get(rest);
     case 'exec': return exec(rest);
     case 'logs': return logs(rest);
+    case 'kubeconfig': return kubeconfigPath();
+    case 'env': return kubeEnv();
     case '__supervise': return supervise(rest);
     default:
       err(`ambit local: unknown command "${cmd}"\n\n${USAGE}`);
@@ -380,5 +386,27 @@ async function logs(args: string[]): Promise<number> {
     });
   }
   try { out(readFileSync(file, 'utf8')); } catch { /* nothing logged yet */ }
+  return 0;
+}
+
+// ------------------------------------------------------------------ kubeconfig / env
+
+function instanceKubeconfig(): string {
+  const { name, paths } = ctx();
+  const file = localKubeconfig(paths.root);
+  if (!existsSync(file)) {
+    throw new AmbitError('LOCAL_NO_KUBE', `the local mesh (instance "${name}") has no Kubernetes API server (no ${file}): start it with 'ambit local up --kubernetes'`);
+  }
+  return file;
+}
+
+function kubeconfigPath(): number {
+  out(instanceKubeconfig() + '\n');
+  return 0;
+}
+
+/** For `eval "$(ambit local env)"`. */
+function kubeEnv(): number {
+  out(kubeShellEnv({ kubeconfig: instanceKubeconfig(), kubectlDir: kubeBinaries().kubeBinDir }));
   return 0;
 }

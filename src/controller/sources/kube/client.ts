@@ -1,0 +1,101 @@
+/**
+ * A thin JSON client for the Kubernetes API. @kubernetes/client-node gives the kubeconfig handling
+ * (files, in-cluster service account, TLS, tokens) and the HTTP transport; requests and responses
+ * stay plain JSON objects (no generated model classes, which turn timestamps into Dates and drop
+ * apiVersion/kind from list items), so what the controller sees has the shape of a manifest file.
+ */
+import { HttpMethod, IsomorphicFetchHttpLibrary, KubeConfig, RequestContext } from '@kubernetes/client-node';
+import { AmbitError, errorMessage } from '../../../shared/errors.ts';
+
+/** Where to find the API server: a kubeconfig file, or the pod's service account (in-cluster). */
+export type KubeTarget = { kubeconfig: string } | { inCluster: true };
+
+export function loadKubeConfig(target: KubeTarget): KubeConfig {
+  const kc = new KubeConfig();
+  try {
+    if ('kubeconfig' in target) kc.loadFromFile(target.kubeconfig);
+    else kc.loadFromCluster();
+  } catch (err) {
+    const what = 'kubeconfig' in target ? `kubeconfig ${target.kubeconfig}` : 'the in-cluster service account (/var/run/secrets/kubernetes.io/serviceaccount)';
+    throw new AmbitError('CONTROLLER_KUBECONFIG', `cannot load ${what}: ${errorMessage(err)}`, { cause: err });
+  }
+  if (!kc.getCurrentCluster()) {
+    throw new AmbitError('CONTROLLER_KUBECONFIG', `kubeconfig has no current cluster (current-context ${JSON.stringify(kc.getCurrentContext())}); set current-context`);
+  }
+  return kc;
+}
+
+/** A non-2xx answer from the API server (or no answer: status 0). */
+export class KubeApiError extends Error {
+  /** HTTP status; 0 when the server could not be reached. */
+  readonly statusCode: number;
+  /** The Status object's reason, e.g. NotFound, Expired, Conflict. */
+  readonly reason: string;
+  /** client-node's ListWatch looks at `code` for 410. */
+  readonly code: number;
+  constructor(statusCode: number, reason: string, message: string) {
+    super(message);
+    this.name = 'KubeApiError';
+    this.statusCode = statusCode;
+    this.code = statusCode;
+    this.reason = reason;
+  }
+}
+
+export function statusOf(err: unknown): number {
+  if (err instanceof KubeApiError) return err.statusCode;
+  const e = err as { statusCode?: unknown; code?: unknown } | undefined;
+  if (typeof e?.statusCode === 'number') return e.statusCode;
+  if (typeof e?.code === 'number') return e.code;
+  return 0;
+}
+
+/** An error's message with its cause's (fetch says only "fetch failed"; the cause says why). */
+export function describeError(err: unknown): string {
+  const cause = (err as { cause?: unknown } | undefined)?.cause;
+  const own = errorMessage(err);
+  return cause === undefined ? own : `${own} (${describeError(cause)})`;
+}
+
+export const MERGE_PATCH = 'application/merge-patch+json';
+
+export class KubeClient {
+  readonly config: KubeConfig;
+  readonly server: string;
+  #http = new IsomorphicFetchHttpLibrary();
+
+  constructor(config: KubeConfig) {
+    this.config = config;
+    this.server = config.getCurrentCluster()!.server.replace(/\/+$/, '');
+  }
+
+  /** One request; resolves with the parsed body, rejects with KubeApiError. */
+  async request<T = unknown>(method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE', path: string, body?: unknown, opts: { contentType?: string; timeoutMs?: number } = {}): Promise<T> {
+    const ctx = new RequestContext(this.server + path, HttpMethod[method]);
+    await this.config.applySecurityAuthentication(ctx);
+    ctx.setHeaderParam('Accept', 'application/json');
+    if (body !== undefined) {
+      ctx.setHeaderParam('Content-Type', opts.contentType ?? 'application/json');
+      ctx.setBody(JSON.stringify(body));
+    }
+    ctx.setSignal(AbortSignal.timeout(opts.timeoutMs ?? 30_000));
+    let res;
+    try {
+      res = await this.#http.send(ctx).toPromise();
+    } catch (err) {
+      throw new KubeApiError(0, 'Unreachable', `${method} ${path}: cannot reach ${this.server}: ${describeError(err)}`);
+    }
+    const text = await res.body.text();
+    let parsed: unknown;
+    try {
+      parsed = text === '' ? undefined : JSON.parse(text);
+    } catch {
+      parsed = undefined;
+    }
+    if (res.httpStatusCode < 200 || res.httpStatusCode > 299) {
+      const st = (parsed ?? {}) as { reason?: string; message?: string };
+      throw new KubeApiError(res.httpStatusCode, st.reason ?? 'Unknown', `${method} ${path}: ${res.httpStatusCode} ${st.message ?? text.slice(0, 200)}`);
+    }
+    return parsed as T;
+  }
+}
