@@ -13,6 +13,12 @@ export interface PodHandoffAdd {
   serviceAccount: string;
   ips: string[];
   netnsPath: string;
+  /**
+   * Whether the pod is in the mesh when it starts (the CNI plugin then installed the in-pod rules).
+   * Every pod of the node is handed over so the agent can enroll or release it at run time when
+   * labels change; absent (older plugins, older records) means true.
+   */
+  enrolled?: boolean;
 }
 export interface PodHandoffDel { op: 'del'; uid: string; name?: string; namespace?: string }
 export type PodHandoffRequest = PodHandoffAdd | PodHandoffDel;
@@ -66,7 +72,12 @@ export function parsePodHandoffRequest(data: Buffer | string): PodHandoffRequest
   if (!Array.isArray(o.ips) || o.ips.some((ip) => typeof ip !== 'string' || ip === '')) {
     throw bad(`field "ips" must be an array of IP address strings (got ${JSON.stringify(o.ips) ?? 'nothing'})`);
   }
-  return { op: 'add', uid, name, namespace, serviceAccount, ips: [...(o.ips as string[])], netnsPath };
+  if (o.enrolled !== undefined && typeof o.enrolled !== 'boolean') {
+    throw bad(`field "enrolled" must be true or false when present (got ${JSON.stringify(o.enrolled)})`);
+  }
+  const add: PodHandoffAdd = { op: 'add', uid, name, namespace, serviceAccount, ips: [...(o.ips as string[])], netnsPath };
+  if (o.enrolled !== undefined) add.enrolled = o.enrolled;
+  return add;
 }
 
 /** Parses a reply (CNI side); throws AmbitError HANDOFF_BAD_REPLY when it is not one. */

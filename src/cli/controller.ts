@@ -6,18 +6,27 @@ import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import { Controller } from '../controller/controller.ts';
 import { KubeSource } from '../controller/sources/kube/kube-source.ts';
+import { agentUsername } from '../controller/ca/token-review.ts';
 import { logger } from '../shared/log.ts';
 
 const log = logger('controller');
 
 const USAGE = `usage: ambit controller (--manifests DIR | --kubernetes | --kubeconfig PATH) --ca-dir DIR --listen HOST:PORT
                         [--trust-domain TD] [--root-namespace NS] [--lease-namespace NS]
+                        [--ca-secret NAME] [--agent-service-account NS/NAME] [--token-audience AUD]
 
   --manifests DIR      directory of Kubernetes manifests (YAML/JSON), watched for changes
   --kubernetes         watch the Kubernetes API of the cluster this pod runs in (its service account)
   --kubeconfig PATH    watch the Kubernetes API server of this kubeconfig's current context
-  --lease-namespace NS namespace of the leader-election Lease (default: $POD_NAMESPACE, the pod's
-                       namespace in-cluster, else default); only the leader writes status
+  --lease-namespace NS namespace of the leader-election Lease, the CA Secret and the root
+                       ConfigMap ambit-root-cert (default: $POD_NAMESPACE, the pod's namespace
+                       in-cluster, else default); only the leader writes status
+  --ca-secret NAME     (Kubernetes) keep the CA in this Secret: made from --ca-dir on first start,
+                       loaded into --ca-dir after, so restarts and replicas share one root
+  --agent-service-account NS/NAME
+                       (Kubernetes) the node agents' service account, whose projected tokens may ask
+                       for certificates (default ambit-system/ambit-agent)
+  --token-audience AUD (Kubernetes) audience of the agents' tokens (default ambit-ca)
   --ca-dir DIR         CA files (ca-cert.pem, ca-key.pem, ...); a new root is created if empty
   --listen HOST:PORT   address of the agents' gRPC endpoint (mTLS), e.g. 10.99.0.1:15012
   --trust-domain TD    SPIFFE trust domain (default cluster.local)
@@ -43,6 +52,9 @@ export async function run(argv: string[]): Promise<number> {
         kubeconfig: { type: 'string' },
         kubernetes: { type: 'boolean' },
         'lease-namespace': { type: 'string' },
+        'ca-secret': { type: 'string' },
+        'agent-service-account': { type: 'string' },
+        'token-audience': { type: 'string' },
         'ca-dir': { type: 'string' },
         listen: { type: 'string' },
         'trust-domain': { type: 'string' },
@@ -82,6 +94,27 @@ export async function run(argv: string[]): Promise<number> {
     return 2;
   }
 
+  const kubeOnly = (['ca-secret', 'agent-service-account', 'token-audience'] as const).filter((k) => values[k] !== undefined);
+  if (!kube && kubeOnly.length > 0) {
+    process.stderr.write(`ambit controller: --${kubeOnly[0]} needs --kubernetes or --kubeconfig\n\n${USAGE}\n`);
+    return 2;
+  }
+  const caSecret = values['ca-secret'];
+  if (caSecret !== undefined && !/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(caSecret)) {
+    process.stderr.write(`ambit controller: --ca-secret ${JSON.stringify(caSecret)} is not a Secret name (lower-case letters, digits, '-', '.')\n\n${USAGE}\n`);
+    return 2;
+  }
+  const agentSa = values['agent-service-account'];
+  const agentUser = agentSa === undefined ? undefined : agentUsername(agentSa);
+  if (agentSa !== undefined && !agentUser) {
+    process.stderr.write(`ambit controller: --agent-service-account ${JSON.stringify(agentSa)} is neither NS/NAME nor system:serviceaccount:NS:NAME\n\n${USAGE}\n`);
+    return 2;
+  }
+  if (values['token-audience'] === '') {
+    process.stderr.write(`ambit controller: --token-audience is empty\n\n${USAGE}\n`);
+    return 2;
+  }
+
   // Signals are handled from the start, so a SIGTERM that races the ready line still stops cleanly.
   let stopRequested: (() => void) | undefined;
   const stopped = new Promise<void>((resolve) => (stopRequested = resolve));
@@ -106,6 +139,12 @@ export async function run(argv: string[]): Promise<number> {
       port: listen.port,
       trustDomain: values['trust-domain'],
       rootNamespace,
+      kube: {
+        namespace: values['lease-namespace'],
+        caSecret,
+        agentUsername: agentUser,
+        audience: values['token-audience'],
+      },
     });
     const where = listen.host.includes(':') ? `[${listen.host}]:${controller.port}` : `${listen.host}:${controller.port}`;
     const from = source ? { kubernetes: source.client.server } : { manifests: values.manifests };

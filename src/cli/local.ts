@@ -21,7 +21,9 @@ import type { InstanceFile } from '../local/supervisor.ts';
 const USAGE = `usage: ambit local <command> [flags]
 
 commands:
-  up [--nodes N] [--no-mesh]        start the local mesh in the background (default 2 nodes)
+  up [--nodes N] [--no-mesh] [--kubernetes]
+                                    start the local mesh in the background (default 2 nodes);
+                                    --kubernetes: pods come from a real API server (kubectl works)
   down                              stop it and remove everything it created
   status                            is it running? nodes, mesh, state dir
   apply -f FILE|DIR|-               create or update objects (Namespace, Pod, Deployment, Service, ...)
@@ -102,7 +104,7 @@ function flag(args: string[], name: string): string | undefined {
 }
 
 function describe(f: InstanceFile, paths: Paths): string {
-  const lines = [`instance "${f.name}": ${f.nodes} nodes, mesh ${f.mesh ? 'on' : 'off'}, bridge ${bridgeName(f.name)} (${hostBridgeIp(f.index)})`];
+  const lines = [`instance "${f.name}": ${f.nodes} nodes, mesh ${f.mesh ? 'on' : 'off'}, ${f.kubernetes ? `Kubernetes API server (kubeconfig ${localKubeconfig(paths.root)}), ` : ''}bridge ${bridgeName(f.name)} (${hostBridgeIp(f.index)})`];
   for (let n = 1; n <= f.nodes; n++) lines.push(`  node-${n}  10.250.${f.index}.${n}  pods 10.244.${f.index * 16 + n}.0/24  netns ${f.name}-node-${n}`);
   lines.push(`  state ${paths.root}, logs ${paths.logs}`);
   return lines.join('\n') + '\n';
@@ -117,13 +119,15 @@ async function up(args: string[]): Promise<number> {
   const nodes = Number(flag(args, '--nodes') ?? '2');
   if (!Number.isInteger(nodes) || nodes < 1 || nodes > MAX_NODES) throw new AmbitError('LOCAL_USAGE', `--nodes must be 1-${MAX_NODES}, got ${flag(args, '--nodes')}`);
   const mesh = !args.includes('--no-mesh');
+  const kubernetes = args.includes('--kubernetes');
+  if (kubernetes) kubeBinaries(); // names the build script when the binaries are missing
   const timeoutS = Number(flag(args, '--timeout') ?? '120');
   checkTools();
   const { name, paths } = ctx();
   const running = await ping(paths);
   if (running) {
     out(`ambit local is already running: ${describe(running, paths)}`);
-    if (running.nodes !== nodes || running.mesh !== mesh) out(`(it was started with other flags; run 'ambit local down' first to change them)\n`);
+    if (running.nodes !== nodes || running.mesh !== mesh || !!running.kubernetes !== kubernetes) out(`(it was started with other flags; run 'ambit local down' first to change them)\n`);
     return 0;
   }
   if (existsSync(paths.root)) {
@@ -134,9 +138,9 @@ async function up(args: string[]): Promise<number> {
   const index = pickIndex(name);
   mkdirSync(paths.logs, { recursive: true });
   // Claim the subnet index now, so a concurrent `up` of another instance picks another one.
-  writeFileSync(paths.instanceFile, JSON.stringify({ name, index, nodes, mesh, pid: 0, state: 'starting', startedAt: new Date().toISOString() }) + '\n');
+  writeFileSync(paths.instanceFile, JSON.stringify({ name, index, nodes, mesh, kubernetes, pid: 0, state: 'starting', startedAt: new Date().toISOString() }) + '\n');
   const fd = openSync(paths.supervisorLog, 'a');
-  const child = spawn(NODE_BIN, [CLI_MAIN, 'local', '__supervise', '--instance', name, '--state', paths.root, '--index', String(index), '--nodes', String(nodes), ...(mesh ? [] : ['--no-mesh'])], {
+  const child = spawn(NODE_BIN, [CLI_MAIN, 'local', '__supervise', '--instance', name, '--state', paths.root, '--index', String(index), '--nodes', String(nodes), ...(mesh ? [] : ['--no-mesh']), ...(kubernetes ? ['--kubernetes'] : [])], {
     detached: true, stdio: ['ignore', fd, fd], env: { ...process.env, AMBIT_LOCAL_INSTANCE: name }, cwd: '/',
   });
   closeSync(fd);
@@ -169,7 +173,7 @@ async function up(args: string[]): Promise<number> {
 async function supervise(args: string[]): Promise<number> {
   const { runSupervisor } = await import('../local/supervisor.ts');
   const name = flag(args, '--instance') ?? instanceName();
-  return runSupervisor({ name, index: Number(flag(args, '--index') ?? '0'), nodes: Number(flag(args, '--nodes') ?? '2'), mesh: !args.includes('--no-mesh') });
+  return runSupervisor({ name, index: Number(flag(args, '--index') ?? '0'), nodes: Number(flag(args, '--nodes') ?? '2'), mesh: !args.includes('--no-mesh'), kubernetes: args.includes('--kubernetes') });
 }
 
 async function down(_args: string[]): Promise<number> {

@@ -23,6 +23,8 @@ export const RULE_PREF = 32764;
 const hex = (n: number) => `0x${n.toString(16)}`;
 const MARK = `${hex(SOCKET_MARK)}/${hex(SOCKET_MARK_MASK)}`;
 const CMARK = `${hex(CONN_MARK)}/${hex(SOCKET_MARK_MASK)}`;
+/** `--syn` as iptables-save prints it. */
+const SYN = '--tcp-flags FIN,SYN,RST,ACK SYN';
 
 type Family = 4 | 6;
 type Table = 'mangle' | 'nat';
@@ -35,10 +37,13 @@ export function chainRules(family: Family): Record<Table, string[]> {
   const nat = [
     // kubelet probes arrive SNATed to this address on the node; let them reach the app directly.
     ...(family === 4 ? [`-A ${CHAIN_PRERT} -s ${PROBE_SNAT_IP}/32 -p tcp -j ACCEPT`] : []),
-    `-A ${CHAIN_PRERT} ! -d ${loopback} -p tcp -m tcp ! --dport ${PORTS.hbone} -m mark ! --mark ${MARK} -j REDIRECT --to-ports ${PORTS.inboundPlaintext}`,
+    // Redirect on SYN only: when the rules arrive in a running pod (runtime enrollment) conntrack
+    // may start tracking there and pick up open connections mid-stream; their first packet seen
+    // then is not a SYN, so it gets no NAT and the connection goes on as it was.
+    `-A ${CHAIN_PRERT} ! -d ${loopback} -p tcp -m tcp ! --dport ${PORTS.hbone} ${SYN} -m mark ! --mark ${MARK} -j REDIRECT --to-ports ${PORTS.inboundPlaintext}`,
     `-A ${CHAIN_OUTPUT} -m connmark --mark ${CMARK} -j ACCEPT`,
     `-A ${CHAIN_OUTPUT} -o lo -j ACCEPT`,
-    `-A ${CHAIN_OUTPUT} ! -d ${loopback} -p tcp -m mark ! --mark ${MARK} -j REDIRECT --to-ports ${PORTS.outbound}`,
+    `-A ${CHAIN_OUTPUT} ! -d ${loopback} -p tcp -m tcp ${SYN} -m mark ! --mark ${MARK} -j REDIRECT --to-ports ${PORTS.outbound}`,
   ];
   const mangle = [
     `-A ${CHAIN_PRERT} -m mark --mark ${MARK} -j CONNMARK --set-xmark ${CMARK}`,

@@ -1,8 +1,9 @@
 /**
  * ambit-cni, the chained CNI plugin: for a pod enrolled in the ambient mesh, ADD installs the
  * in-pod redirection and hands the pod (with its netns fd) to the node agent; DEL undoes both;
- * CHECK verifies the rules. Any other pod passes through untouched: this plugin must never break
- * pod start-up for a pod outside the mesh, and fails closed (nothing half-installed) for one inside.
+ * CHECK verifies the rules. Any other pod passes through untouched apart from a best-effort hand-off
+ * (enrolled: false) so that the agent can enroll it later without a restart: this plugin must never
+ * break pod start-up for a pod outside the mesh, and fails closed (nothing half-installed) for one inside.
  *
  * The rule module and the native addon are imported lazily so that pass-through calls stay cheap.
  */
@@ -91,25 +92,30 @@ function requireNetns(env: CniEnv): string {
   return path;
 }
 
+function podMessage(env: CniEnv, e: Enrollment & { pod: NonNullable<Enrollment['pod']> }, ips: string[], netns: string, enrolled: boolean): PodHandoffAdd {
+  return {
+    op: 'add',
+    uid: podUid(env, e),
+    name: env.pod!.name,
+    namespace: env.pod!.namespace,
+    serviceAccount: e.pod.spec?.serviceAccountName || 'default',
+    ips,
+    netnsPath: netns,
+    enrolled,
+  };
+}
+
 async function cmdAdd(ctx: Ctx, env: CniEnv, cfg: PluginConfig, source: PodMetadataSource | undefined): Promise<CniOutcome> {
   const e = await lookup(env, source);
   ctx.enrolled = e.enrolled;
   if (!e.enrolled) {
     ctx.note = e.reason;
+    if (e.pod && env.pod) await handOffNotEnrolled(ctx, env, cfg, { ...e, pod: e.pod });
     return passThrough(cfg);
   }
   const netns = requireNetns(env);
   const ips = prevResultIps(cfg.prevResult);
-  const pod = e.pod;
-  const msg: PodHandoffAdd = {
-    op: 'add',
-    uid: podUid(env, e),
-    name: env.pod!.name,
-    namespace: env.pod!.namespace,
-    serviceAccount: pod.spec?.serviceAccountName || 'default',
-    ips,
-    netnsPath: netns,
-  };
+  const msg = podMessage(env, e, ips, netns, true);
   // Fail fast, before touching the pod, when there is no agent at all.
   if (!existsSync(cfg.agentSocket)) throw unreachable(cfg.agentSocket, 'the socket does not exist');
   const rules = await import('./in-pod-rules.ts');
@@ -122,6 +128,25 @@ async function cmdAdd(ctx: Ctx, env: CniEnv, cfg: PluginConfig, source: PodMetad
     throw err;
   }
   return passThrough(cfg);
+}
+
+/**
+ * A pod outside the mesh is still handed over (enrolled: false, no rules) so that the agent can
+ * enroll it at run time when a label changes. Best effort: the pod starts whatever happens here.
+ */
+async function handOffNotEnrolled(ctx: Ctx, env: CniEnv, cfg: PluginConfig, e: Enrollment & { pod: NonNullable<Enrollment['pod']> }): Promise<void> {
+  const netns = env.netns;
+  let why: string | undefined;
+  if (!netns || !existsSync(netns)) why = `netns ${netns ?? '(none)'} not found`;
+  else if (!existsSync(cfg.agentSocket)) why = `${cfg.agentSocket} does not exist`;
+  else {
+    try {
+      await handOff(cfg.agentSocket, podMessage(env, e, prevResultIps(cfg.prevResult), netns, false), netns, DEL_TIMEOUT_MS);
+    } catch (err) {
+      why = errorMessage(err);
+    }
+  }
+  if (why) ctx.note = `${ctx.note}; agent not told, so a later label change will not enroll the pod until it restarts: ${why}`;
 }
 
 function unreachable(socket: string, why: string, cause?: unknown): AmbitError {
@@ -167,17 +192,14 @@ async function cmdDel(ctx: Ctx, env: CniEnv, cfg: PluginConfig, source: PodMetad
     e = { enrolled: false, reason: 'metadata lookup failed' };
   }
   ctx.enrolled = e.enrolled;
-  let hadRules = false;
   if (env.netns) {
     // Always clean up: rules may also have been installed at run time by the agent.
     const rules = await import('./in-pod-rules.ts');
     const r = await rules.remove(env.netns);
-    hadRules = r.removed > 0;
     if (r.netnsGone) ctx.note = 'netns already gone';
   }
-  // Tell the agent when the pod was (or may have been) in the mesh; best effort.
-  const maybeMeshed = e.enrolled || hadRules || !e.pod;
-  if (maybeMeshed && env.pod && existsSync(cfg.agentSocket)) {
+  // Tell the agent about every pod: it keeps a record of all of them (runtime enrollment); best effort.
+  if (env.pod && existsSync(cfg.agentSocket)) {
     const msg: PodHandoffDel = { op: 'del', uid: podUid(env, e), name: env.pod.name, namespace: env.pod.namespace };
     try {
       await request(cfg.agentSocket, msg, [], DEL_TIMEOUT_MS);

@@ -1,6 +1,8 @@
 /**
- * The controller process: a config source (manifest directory for now) -> translate -> push server,
- * plus the CA behind CreateCertificate. Problems in the input are logged (once each) and skipped;
+ * The controller process: a config source (manifest directory or Kubernetes API) -> translate ->
+ * push server, plus the CA behind CreateCertificate. On Kubernetes, agents may authenticate with
+ * projected ServiceAccount tokens (TokenReview), the CA can live in a Secret, and the root
+ * certificate is published in the ConfigMap ambit-root-cert. Problems in the input are logged (once each) and skipped;
  * the rest of the config still flows. A policy whose new version is invalid keeps its last good
  * version in force; policy warnings (what L4 cannot enforce) are logged once each.
  */
@@ -8,6 +10,9 @@ import { DEFAULT_ROOT_NAMESPACE, DEFAULT_TRUST_DOMAIN } from '../api/constants.t
 import type { AuthorizationRecord, PeerAuthenticationRecord } from '../api/policy.ts';
 import { logger } from '../shared/log.ts';
 import { CertificateAuthority } from './ca/ca.ts';
+import { loadCaFromSecret, RootCertPublisher } from './ca/kube-store.ts';
+import { podOnNode, TokenReviewer, type TokenReviewerOptions } from './ca/token-review.ts';
+import { defaultLeaseNamespace, KubeSource } from './sources/kube/kube-source.ts';
 import { PushServer } from './push/push-server.ts';
 import { ManifestDirSource } from './sources/manifest-dir.ts';
 import type { ClusterSnapshot, ConfigSource } from './sources/source.ts';
@@ -29,6 +34,17 @@ export interface ControllerOptions {
   rootNamespace?: string;
   /** Use this source instead of the manifest directory (tests, the Kubernetes API later). */
   source?: ConfigSource;
+  /** With a Kubernetes source (a KubeSource): the CA's place in the cluster and agent tokens. */
+  kube?: KubeCaOptions;
+}
+
+export interface KubeCaOptions extends TokenReviewerOptions {
+  /** The controller's namespace: CA Secret and root ConfigMap (default: the Lease's namespace). */
+  namespace?: string;
+  /** Keep the CA in this Secret (created from --ca-dir on first start, loaded after). */
+  caSecret?: string;
+  /** Publish the root in the ConfigMap ambit-root-cert (default true). */
+  publishRoot?: boolean;
 }
 
 /** What the controller pushes, with what it found wrong or could not enforce. */
@@ -42,6 +58,8 @@ export class Controller {
   readonly ca: CertificateAuthority;
   readonly push: PushServer;
   readonly source: ConfigSource;
+  /** Kubernetes source only: keeps the ConfigMap ambit-root-cert. */
+  rootPublisher: RootCertPublisher | undefined;
   #trustDomain: string;
   #rootNamespace: string;
   #last: ControllerConfig | undefined;
@@ -61,11 +79,26 @@ export class Controller {
   /** Load the CA, read the source, then serve. Resolves once serving (see `port`). */
   static async start(o: ControllerOptions): Promise<Controller> {
     const trustDomain = o.trustDomain ?? DEFAULT_TRUST_DOMAIN;
-    const ca = await CertificateAuthority.loadOrCreate(o.caDir, { trustDomain });
     const source = o.source ?? new ManifestDirSource(o.manifests);
+    const kube = source instanceof KubeSource ? source : undefined;
+    const namespace = o.kube?.namespace ?? kube?.elector?.namespace ?? defaultLeaseNamespace();
+    const ca = kube && o.kube?.caSecret
+      ? await loadCaFromSecret(kube.client, { namespace, name: o.kube.caSecret, dir: o.caDir, trustDomain })
+      : await CertificateAuthority.loadOrCreate(o.caDir, { trustDomain });
     const refresh = source instanceof ManifestDirSource ? () => source.rescan() : undefined;
-    const push = new PushServer({ ca, host: o.host, port: o.port, refresh });
+    let push: PushServer;
+    if (kube) {
+      const tokens = new TokenReviewer(kube.client, o.kube);
+      push = new PushServer({
+        ca, host: o.host, port: o.port,
+        reviewToken: (t) => tokens.review(t),
+        confirmPlacement: (node, ns, sa) => podOnNode(kube.client, node, ns, sa),
+      });
+    } else {
+      push = new PushServer({ ca, host: o.host, port: o.port, refresh });
+    }
     const c = new Controller(ca, push, source, trustDomain, o.rootNamespace ?? DEFAULT_ROOT_NAMESPACE);
+    if (kube && o.kube?.publishRoot !== false) c.rootPublisher = new RootCertPublisher(kube.client, { namespace, rootsPem: ca.rootCertPem });
     // The first snapshot arrives inside source.start(), so agents never see an empty config first.
     await source.start((s) => c.#apply(s));
     try {
@@ -74,6 +107,7 @@ export class Controller {
       await source.stop();
       throw err;
     }
+    c.rootPublisher?.start();
     return c;
   }
 
@@ -85,6 +119,7 @@ export class Controller {
   get snapshot(): ClusterSnapshot | undefined { return this.#snapshot; }
 
   async stop(): Promise<void> {
+    await this.rootPublisher?.stop();
     await this.source.stop();
     await this.push.stop();
   }

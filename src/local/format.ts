@@ -66,7 +66,9 @@ export function deploymentsTable(objs: KubeObject[], pods: Pod[], o: TableOption
   const head = [...(o.allNamespaces ? ['NAMESPACE'] : []), 'NAME', 'READY', 'AGE'];
   const rows = objs.map((d) => {
     const owned = pods.filter((p) => p.metadata.ownerReferences?.some((r) => r.uid === d.metadata.uid) && !p.metadata.deletionTimestamp);
-    const ready = owned.filter((p) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')).length;
+    // With --kubernetes the pods belong to ReplicaSets: the Deployment's own status counts them.
+    const counted = (d.status as { readyReplicas?: number } | undefined)?.readyReplicas;
+    const ready = d.status ? counted ?? 0 : owned.filter((p) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')).length;
     const want = (d.spec as { replicas?: number }).replicas ?? 1;
     return [...(o.allNamespaces ? [d.metadata.namespace ?? ''] : []), d.metadata.name, `${ready}/${want}`, age(d.metadata.creationTimestamp)];
   });

@@ -37,6 +37,8 @@ export interface InstanceInfo {
   index: number;
   nodes: number;
   mesh: boolean;
+  /** Pods come from a real API server in `<state dir>/kube` (`ambit local up --kubernetes`). */
+  kubernetes?: boolean;
 }
 
 const NAME_RE = /^[a-z][a-z0-9-]{0,9}$/;

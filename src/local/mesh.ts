@@ -40,8 +40,11 @@ export class LocalMesh {
   #ledger: Ledger;
   #controller: SupervisedProcess | undefined;
   #agents: SupervisedProcess[] = [];
+  #kubeconfig: string | undefined;
 
-  constructor(o: { paths: Paths; nodes: NodeInfo[]; hostIp: string; ledger: Ledger }) {
+  /** With `kubeconfig`, the controller watches that API server instead of the object store. */
+  constructor(o: { paths: Paths; nodes: NodeInfo[]; hostIp: string; ledger: Ledger; kubeconfig?: string }) {
+    this.#kubeconfig = o.kubeconfig;
     this.#paths = o.paths;
     this.#nodes = o.nodes;
     this.#hostIp = o.hostIp;
@@ -64,7 +67,7 @@ export class LocalMesh {
     const env = { ...process.env };
     this.#controller = new SupervisedProcess({
       label: 'controller',
-      command: [NODE_BIN, CLI_MAIN, 'controller', '--manifests', this.#paths.objects, '--ca-dir', this.#paths.ca, '--listen', this.controllerAddress],
+      command: [NODE_BIN, CLI_MAIN, 'controller', ...(this.#kubeconfig ? ['--kubeconfig', this.#kubeconfig, '--lease-namespace', 'default'] : ['--manifests', this.#paths.objects]), '--ca-dir', this.#paths.ca, '--listen', this.controllerAddress],
       env, logFile: join(this.#paths.logs, 'controller.log'), restart: 'Always',
     });
     this.#controller.start();

@@ -290,7 +290,14 @@ export class LocalRuntime {
       const b = norm(pod.spec);
       if (JSON.stringify(a) !== JSON.stringify(b)) throw bad(`Pod ${key}`, 'a pod spec cannot be changed; delete the pod and apply it again (or use a Deployment)');
       if (running.phase === 'Failed') throw bad(`Pod ${key}`, `the pod failed (${running.message}); delete it and apply again`);
-      return 'unchanged';
+      // Labels may change on a running pod (as in Kubernetes): e.g. istio.io/dataplane-mode, which
+      // enrolls or releases it at run time without a restart.
+      const labels = pod.metadata.labels ?? {};
+      if (JSON.stringify(running.pod.metadata.labels ?? {}) === JSON.stringify(labels)) return 'unchanged';
+      running.pod.metadata.labels = { ...labels };
+      await this.#put(running.pod);
+      this.#syncProxies();
+      return 'configured';
     }
     const node = this.#schedule(pod);
     pod.spec.nodeName = node.name;

@@ -4,17 +4,22 @@
  * shutdown removes everything it made.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Server } from 'node:net';
 import type { KubeObject } from '../api/k8s.ts';
 import { AmbitError, errorMessage } from '../shared/errors.ts';
 import { logger } from '../shared/log.ts';
 import { nodeConflist } from './cni-exec.ts';
 import { serveControl, type ControlRequest } from './control.ts';
-import { hostBridgeIp, Paths, stateDirOf, type InstanceInfo, type NodeInfo } from './instance.ts';
+import { hostBridgeIp, PACKAGE_ROOT, Paths, stateDirOf, type InstanceInfo, type NodeInfo } from './instance.ts';
 import { Ledger } from './ledger.ts';
 import { agentSocketPath, LocalMesh } from './mesh.ts';
 import { createNetwork } from './network.ts';
+import { startKubeControlPlane, type KubeControlPlane } from './kube/control-plane.ts';
+import { localKubeDir } from './kube/env.ts';
+import { KubeRuntime } from './kube-runtime.ts';
 import { LocalRuntime } from './runtime.ts';
+import { must } from './sh.ts';
 import { teardownInstance } from './teardown.ts';
 
 const log = logger('local.supervisor');
@@ -28,7 +33,8 @@ export async function runSupervisor(info: InstanceInfo): Promise<number> {
   const writeInfo = () => writeFileSync(paths.instanceFile, JSON.stringify(file, null, 2) + '\n');
   writeInfo();
   const ledger = new Ledger(paths.ledger);
-  let runtime: LocalRuntime | undefined;
+  let runtime: LocalRuntime | KubeRuntime | undefined;
+  let kube: KubeControlPlane | undefined;
   let mesh: LocalMesh | undefined;
   let server: Server | undefined;
   let stopping: Promise<void> | undefined;
@@ -40,6 +46,7 @@ export async function runSupervisor(info: InstanceInfo): Promise<number> {
       log.info('shutting down');
       await runtime?.stop().catch((err) => log.error('pod shutdown failed', { error: errorMessage(err) }));
       await mesh?.stop().catch((err) => log.error('mesh shutdown failed', { error: errorMessage(err) }));
+      await kube?.stop().catch((err) => log.error('control plane shutdown failed', { error: errorMessage(err) }));
       const problems = await teardownInstance(paths, { removeStateDir: false });
       for (const p of problems) log.warn('left behind', { what: p });
       server?.close();
@@ -54,17 +61,23 @@ export async function runSupervisor(info: InstanceInfo): Promise<number> {
   try {
     const nodes: NodeInfo[] = await createNetwork({ instance: info.name, index: info.index, nodes: info.nodes }, ledger);
     file.nodeNames = nodes.map((n) => n.name);
-    runtime = new LocalRuntime({
-      instance: info.name, paths, nodes, ledger,
-      conflistFor: (n) => nodeConflist({
-        podCidr: n.podCidr, podGateway: n.podGateway, ipamDataDir: `${paths.nodeDir(n.name)}/ipam`,
-        mesh: info.mesh ? { agentSocket: agentSocketPath(paths, n.name), objectStore: paths.objects } : undefined,
-      }),
+    const conflistFor = (n: NodeInfo) => nodeConflist({
+      podCidr: n.podCidr, podGateway: n.podGateway, ipamDataDir: `${paths.nodeDir(n.name)}/ipam`,
+      mesh: info.mesh ? { agentSocket: agentSocketPath(paths, n.name), objectStore: paths.objects } : undefined,
     });
+    if (info.kubernetes) {
+      // The API server holds the pods; this process is the nodes' kubelet.
+      kube = await startKubeControlPlane({ dir: localKubeDir(paths.root) });
+      // The mesh's own CRDs, so policies can be applied with kubectl (the controller watches them).
+      if (info.mesh) await must(join(kube.kubectlDir, 'kubectl'), ['--kubeconfig', kube.kubeconfig, 'apply', '--server-side', '-k', join(PACKAGE_ROOT, 'controller', 'crds')]);
+      runtime = new KubeRuntime({ instance: info.name, paths, nodes, ledger, kubeconfig: kube.kubeconfig, conflistFor });
+    } else {
+      runtime = new LocalRuntime({ instance: info.name, paths, nodes, ledger, conflistFor });
+    }
     // Objects first (nodes, namespace default), so the controller's first snapshot has them.
     await runtime.start();
     if (info.mesh) {
-      mesh = new LocalMesh({ paths, nodes, hostIp: hostBridgeIp(info.index), ledger });
+      mesh = new LocalMesh({ paths, nodes, hostIp: hostBridgeIp(info.index), ledger, kubeconfig: kube?.kubeconfig });
       await mesh.start();
     }
     const rt = runtime;
@@ -85,7 +98,7 @@ export async function runSupervisor(info: InstanceInfo): Promise<number> {
   return 0;
 }
 
-async function handle(req: ControlRequest, rt: LocalRuntime, file: InstanceFile, shutdown: () => Promise<void>): Promise<Record<string, unknown>> {
+async function handle(req: ControlRequest, rt: LocalRuntime | KubeRuntime, file: InstanceFile, shutdown: () => Promise<void>): Promise<Record<string, unknown>> {
   switch (req.op) {
     case 'ping':
       return { instance: file };
@@ -99,6 +112,7 @@ async function handle(req: ControlRequest, rt: LocalRuntime, file: InstanceFile,
     case 'get': {
       const kind = String(req.kind);
       const ns = typeof req.namespace === 'string' ? req.namespace : undefined;
+      if (rt instanceof KubeRuntime) return { items: await rt.get(kind, ns) };
       return { items: kind === 'Node' ? await nodeObjects(rt) : rt.list(kind, ns) };
     }
     case 'pod': {

@@ -76,6 +76,9 @@ describe('manifests and CRDs on the real API server', () => {
     assert.equal(can('create', 'leases.coordination.k8s.io', 'default'), 'no');
     assert.equal(can('get', 'secrets/ambit-ca', 'ambit-system'), 'yes');
     assert.equal(can('get', 'secrets/other', 'ambit-system'), 'no');
+    // The CA Secret is made once and never rewritten; the root ConfigMap is kept up to date.
+    assert.equal(can('update', 'secrets/ambit-ca', 'ambit-system'), 'no');
+    assert.equal(can('update', 'configmaps/ambit-root-cert', 'ambit-system'), 'yes');
   });
 
   it('valid examples are accepted (every served version used by an example)', () => {

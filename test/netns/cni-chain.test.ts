@@ -91,7 +91,7 @@ describe('ambit-cni in a conflist after bridge + host-local', () => {
     assert.equal(adds.length, 1);
     assert.deepEqual(adds[0]!.ips, [podIp]);
     assert.equal(adds[0]!.serviceAccount, 'web');
-    assert.match(inNetns(podNs, 'iptables-save', []), /-A AMBIT_OUTPUT ! -d 127.0.0.1\/32 -p tcp -m mark ! --mark 0x539\/0xfff -j REDIRECT --to-ports 15001/);
+    assert.match(inNetns(podNs, 'iptables-save', []), /-A AMBIT_OUTPUT ! -d 127.0.0.1\/32 -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m mark ! --mark 0x539\/0xfff -j REDIRECT --to-ports 15001/);
 
     const ck = await plugin(nodeNs, CNI_BIN, env('CHECK'), conf(1, am.json));
     assert.equal(ck.code, 0, ck.stdout);

@@ -94,7 +94,7 @@ describe('ambit cni-install output, run by a runtime with the real CNI plugins',
     assert.equal(adds.length, 1, 'the pod was handed to the agent');
     assert.deepEqual(adds[0]!.ips, [podIp]);
     assert.equal(adds[0]!.serviceAccount, 'web');
-    assert.match(inNetns(podNs, 'iptables-save', []), /-A AMBIT_OUTPUT ! -d 127.0.0.1\/32 -p tcp -m mark ! --mark 0x539\/0xfff -j REDIRECT --to-ports 15001/,
+    assert.match(inNetns(podNs, 'iptables-save', []), /-A AMBIT_OUTPUT ! -d 127.0.0.1\/32 -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m mark ! --mark 0x539\/0xfff -j REDIRECT --to-ports 15001/,
       `in-pod rules missing ${hint(podNs)}`);
 
     await cniDel(list, inv, result);

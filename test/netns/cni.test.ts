@@ -100,10 +100,10 @@ describe('ambit-cni', () => {
       '-A AMBIT_PRERT -m mark --mark 0x539/0xfff -j CONNMARK --set-xmark 0x111/0xfff',
       '-A AMBIT_OUTPUT -m connmark --mark 0x111/0xfff -j CONNMARK --restore-mark --nfmask 0xfff --ctmask 0xfff',
       '-A AMBIT_PRERT -s 169.254.7.127/32 -p tcp -j ACCEPT',
-      '-A AMBIT_PRERT ! -d 127.0.0.1/32 -p tcp -m tcp ! --dport 15008 -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15006',
+      '-A AMBIT_PRERT ! -d 127.0.0.1/32 -p tcp -m tcp ! --dport 15008 --tcp-flags FIN,SYN,RST,ACK SYN -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15006',
       '-A AMBIT_OUTPUT -m connmark --mark 0x111/0xfff -j ACCEPT',
       '-A AMBIT_OUTPUT -o lo -j ACCEPT',
-      '-A AMBIT_OUTPUT ! -d 127.0.0.1/32 -p tcp -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15001',
+      '-A AMBIT_OUTPUT ! -d 127.0.0.1/32 -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15001',
     ]) assert.ok(save.includes(line + '\n'), `missing "${line}" in\n${save} ${hint(nsName)}`);
     assert.match(inNetns(nsName, 'ip', ['rule']), /32764:\s+from all fwmark 0x111\/0xfff lookup 100/);
     assert.match(inNetns(nsName, 'ip', ['route', 'show', 'table', '100']), /local default dev lo/);
@@ -156,7 +156,7 @@ describe('ambit-cni', () => {
     assert.deepEqual(r.json, prevResult(podIp, '1.0.0', ip6));
     assert.deepEqual(agent.rec.adds.at(-1)!.ips, [podIp, ip6]);
     const save6 = inNetns(nsName, 'ip6tables-save', []);
-    assert.ok(save6.includes('-A AMBIT_OUTPUT ! -d ::1/128 -p tcp -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15001\n'), save6);
+    assert.ok(save6.includes('-A AMBIT_OUTPUT ! -d ::1/128 -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15001\n'), save6);
     assert.ok(save6.includes('-A PREROUTING -j AMBIT_PRERT\n'), save6);
     assert.match(inNetns(nsName, 'ip', ['-6', 'rule']), /32764:\s+from all fwmark 0x111\/0xfff lookup 100/);
     assert.match(inNetns(nsName, 'ip', ['-6', 'route', 'show', 'table', '100']), /local default dev lo/);
@@ -209,19 +209,34 @@ describe('ambit-cni', () => {
     ['pod unknown', 'ghost', 'K8S_POD_NAMESPACE=mesh;K8S_POD_NAME=ghost'],
     ['no Kubernetes args', 'none', undefined],
   ] as const) {
-    it(`not enrolled (${title}): prevResult passed through, no rules, no agent call`, async () => {
-      const adds = agent.rec.adds.length;
+    it(`not enrolled (${title}): prevResult passed through, no rules, handed over only as not enrolled`, async () => {
+      const enrolledAdds = () => agent.rec.adds.filter((a) => a.enrolled !== false).length;
+      const adds = enrolledAdds();
+      const before = agent.rec.adds.length;
       for (const version of ['1.0.0', '0.4.0', '0.3.1']) {
         const r = await runCni(env('ADD', pod, { CNI_ARGS: args }), config({ cniVersion: version, prevResult: prevResult(podIp, version) }));
         assert.equal(r.code, 0, r.stdout);
         assert.deepEqual(r.json, prevResult(podIp, version));
       }
       assert.equal(ruleState(nsName), baseline);
-      assert.equal(agent.rec.adds.length, adds);
+      assert.equal(enrolledAdds(), adds);
+      // A pod the metadata source knows is handed over (enrolled: false) for runtime enrollment.
+      const known = pod === 'other' || pod === 'optout';
+      assert.equal(agent.rec.adds.length - before, known ? 3 : 0);
       const c = await runCni(env('CHECK', pod, { CNI_ARGS: args }), config());
       assert.equal(c.code, 0, c.stdout);
     });
   }
+
+  it('not enrolled with the agent unreachable: ADD succeeds, the log says the agent was not told', async () => {
+    const args = 'K8S_POD_NAMESPACE=plain;K8S_POD_NAME=other;K8S_POD_UID=uid-other';
+    const r = await runCni(env('ADD', 'other', { CNI_ARGS: args }), config({ agentSocket: join(sockDir, 'nobody.sock') }));
+    assert.equal(r.code, 0, r.stdout);
+    assert.deepEqual(r.json, prevResult(podIp));
+    assert.equal(ruleState(nsName), baseline);
+    const last = readFileSync(join(sockDir, 'cni.log'), 'utf8').trim().split('\n').at(-1)!;
+    assert.match(last, /enrolled=false result=ok note=".*agent not told/);
+  });
 
   it('malformed input: code 4 naming the field, code 7 naming the env var, no rules', async () => {
     const cases: [string, Record<string, string | undefined>, string, number, RegExp][] = [

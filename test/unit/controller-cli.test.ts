@@ -41,3 +41,15 @@ test('--root-namespace must be a namespace name', async () => {
   assert.match(r.err, /--root-namespace "Not_A_NS" is not a namespace name/);
   assert.match(r.err, /--root-namespace NS/);
 });
+
+test('CA flags for clusters: only with a Kubernetes source, and well-formed', async () => {
+  let r = await quiet(['--manifests', '/tmp/x', '--ca-dir', '/tmp/y', '--listen', '127.0.0.1:0', '--ca-secret', 'ambit-ca']);
+  assert.equal(r.code, 2);
+  assert.match(r.err, /--ca-secret needs --kubernetes or --kubeconfig/);
+  r = await quiet(['--kubeconfig', '/nonexistent', '--ca-dir', '/tmp/y', '--listen', '127.0.0.1:0', '--agent-service-account', 'just-a-name']);
+  assert.equal(r.code, 2);
+  assert.match(r.err, /--agent-service-account "just-a-name" is neither NS\/NAME nor system:serviceaccount:NS:NAME/);
+  r = await quiet(['--kubeconfig', '/nonexistent', '--ca-dir', '/tmp/y', '--listen', '127.0.0.1:0', '--ca-secret', 'Bad_Name']);
+  assert.equal(r.code, 2);
+  assert.match(r.err, /--ca-secret "Bad_Name" is not a Secret name/);
+});

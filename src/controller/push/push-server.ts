@@ -1,5 +1,8 @@
 /**
- * The controller's gRPC server for node agents (mTLS; the client certificate names the node):
+ * The controller's gRPC server for node agents. An agent proves its node with an agent client
+ * certificate (the local mesh), or, on a Kubernetes cluster, with a projected ServiceAccount token
+ * in the call's `authorization: Bearer` metadata (checked by a TokenReview; the token's pod names
+ * the node). The channel is TLS either way.
  * - DeltaConfig: every agent gets every workload and service (routing needs remote ones) and every
  *   policy (the destination's agent picks those that apply), as deltas.
  * - CreateCertificate: signs a workload CSR only for an identity that has a pod on the caller's node.
@@ -9,6 +12,7 @@ import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
+import type { experimental } from '@grpc/grpc-js';
 import type { MeshService, Workload } from '../../api/mesh.ts';
 import { serviceKey } from '../../api/mesh.ts';
 import { policyKey, type AuthorizationRecord, type PeerAuthenticationRecord } from '../../api/policy.ts';
@@ -16,6 +20,7 @@ import { agentNodeFromCert, type CertificateAuthority } from '../ca/ca.ts';
 import { AmbitError, errorMessage } from '../../shared/errors.ts';
 import { logger } from '../../shared/log.ts';
 import { checkPlacement, type PodPlacement } from '../translate/placements.ts';
+import type { TokenVerdict } from '../ca/token-review.ts';
 import { AgentSession, type AgentStatus, type PushEvent, type TypeSnapshot } from './agent-session.ts';
 import {
   AUTHORIZATION_TYPE, CONTROLLER_TLS_NAME, PEER_AUTHENTICATION_TYPE, SERVICE_TYPE, WORKLOAD_TYPE, authorizationToPb, contentVersion,
@@ -33,7 +38,18 @@ export interface PushServerOptions {
   port: number;
   /** Re-read the source before refusing a certificate: the pod may have been created a moment ago. */
   refresh?: () => Promise<void>;
+  /**
+   * Accept callers without an agent client certificate that present a bearer token, and ask this
+   * who they are. Without it, a client certificate is required (TLS refuses other callers).
+   */
+  reviewToken?: (token: string) => Promise<TokenVerdict>;
+  /** Ask the source of truth when the snapshot has no pod for an identity on the caller's node. */
+  confirmPlacement?: (node: string, namespace: string, serviceAccount: string) => Promise<boolean>;
 }
+
+/** Who is calling: the node, and what proved it. */
+interface Caller { node: string; via: 'certificate' | 'token' }
+type Fail = { code: grpc.status; details: string };
 
 export interface PushConfig {
   workloads: Workload[];
@@ -78,7 +94,9 @@ export class PushServer {
       CreateCertificate: (call: grpc.ServerUnaryCall<CreateCertificateRequest, CreateCertificateResponse>, cb: grpc.sendUnaryData<CreateCertificateResponse>) =>
         void this.#createCertificate(call).then((r) => cb(null, r), (err: grpc.ServiceError) => cb(err)),
     });
-    const tls = grpc.ServerCredentials.createSsl(Buffer.from(ca.rootCertPem), [{ private_key: Buffer.from(creds.keyPem), cert_chain: Buffer.from(creds.certPem) }], true);
+    const tls = this.#o.reviewToken
+      ? optionalClientCertCredentials(ca.rootCertPem, creds.certPem, creds.keyPem)
+      : grpc.ServerCredentials.createSsl(Buffer.from(ca.rootCertPem), [{ private_key: Buffer.from(creds.keyPem), cert_chain: Buffer.from(creds.certPem) }], true);
     const address = isIP(host) === 6 ? `[${host}]:${this.#o.port}` : `${host}:${this.#o.port}`;
     this.#port = await new Promise<number>((resolve, reject) => {
       server.bindAsync(address, tls, (err, port) => (err ? reject(new AmbitError('CONTROLLER_LISTEN', `cannot listen on ${address}: ${err.message}; is another controller running, or pick another --listen`, { cause: err })) : resolve(port)));
@@ -155,13 +173,39 @@ export class PushServer {
     }
   };
 
-  #stream(call: grpc.ServerDuplexStream<DeltaRequest, DeltaResponse>): void {
+  /** The caller's node from its client certificate or its token; a gRPC error saying why not. */
+  async #caller(call: Pick<grpc.ServerUnaryCall<unknown, unknown>, 'metadata' | 'getAuthContext' | 'getPeer'>): Promise<Caller | Fail> {
     const node = callerNode(call);
-    if (!node) {
-      log.warn('config stream refused: client certificate is not an ambit agent certificate', { peer: call.getPeer() });
-      call.emit('error', { code: grpc.status.PERMISSION_DENIED, details: 'client certificate is not an ambit agent certificate (O=ambit-agent, CN=<node>)' });
-      return;
+    if (node) return { node, via: 'certificate' };
+    const review = this.#o.reviewToken;
+    if (!review) return { code: grpc.status.PERMISSION_DENIED, details: 'client certificate is not an ambit agent certificate (O=ambit-agent, CN=<node>)' };
+    const header = call.metadata.get('authorization')[0];
+    const m = typeof header === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+    if (!m) {
+      return { code: grpc.status.UNAUTHENTICATED, details: header === undefined
+        ? 'no agent client certificate and no token: send the node agent\'s projected service account token as authorization: Bearer <token>'
+        : 'the authorization metadata is not "Bearer <token>"' };
     }
+    const v = await review(m[1]);
+    if (v.ok) return { node: v.node, via: 'token' };
+    const code = v.why === 'denied' ? grpc.status.PERMISSION_DENIED : v.why === 'unavailable' ? grpc.status.UNAVAILABLE : grpc.status.UNAUTHENTICATED;
+    return { code, details: v.reason };
+  }
+
+  #stream(call: grpc.ServerDuplexStream<DeltaRequest, DeltaResponse>): void {
+    // (messages wait in the stream's buffer until the 'data' handler is attached)
+    void this.#caller(call).then((c) => {
+      if ('code' in c) {
+        log.warn('config stream refused', { peer: call.getPeer(), reason: c.details });
+        call.emit('error', c);
+        return;
+      }
+      if (call.cancelled) return;
+      this.#serve(call, c);
+    });
+  }
+
+  #serve(call: grpc.ServerDuplexStream<DeltaRequest, DeltaResponse>, { node, via }: Caller): void {
     const session = new AgentSession({ node, call, current: (t) => this.#current.get(t), emit: this.#emit });
     this.#sessions.add(session);
     log.info('agent connected', { node, peer: session.peer });
@@ -173,9 +217,10 @@ export class PushServer {
     call.on('data', (req: DeltaRequest) => {
       const claimed = req.node?.id;
       if (claimed && claimed !== node) {
-        log.warn('config stream refused: node in request does not match client certificate', { node, claimed });
+        log.warn('config stream refused: node in request is not the caller\'s node', { node, claimed, provedBy: via });
         done('node mismatch');
-        call.emit('error', { code: grpc.status.PERMISSION_DENIED, details: `request says node ${claimed} but the client certificate is for node ${node}` });
+        const proof = via === 'token' ? `the token's pod runs on node ${node}` : `the client certificate is for node ${node}`;
+        call.emit('error', { code: grpc.status.PERMISSION_DENIED, details: `request says node ${claimed} but ${proof}` });
         return;
       }
       session.handle(req);
@@ -191,11 +236,13 @@ export class PushServer {
 
   async #createCertificate(call: grpc.ServerUnaryCall<CreateCertificateRequest, CreateCertificateResponse>): Promise<CreateCertificateResponse> {
     const fail = (code: grpc.status, details: string): grpc.ServiceError => Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() });
-    const node = callerNode(call);
-    if (!node) {
+    const caller = await this.#caller(call);
+    if ('code' in caller) {
       this.stats.certificatesDenied++;
-      throw fail(grpc.status.PERMISSION_DENIED, 'client certificate is not an ambit agent certificate (O=ambit-agent, CN=<node>)');
+      log.warn('certificate refused: caller not authenticated', { peer: call.getPeer(), reason: caller.details });
+      throw fail(caller.code, caller.details);
     }
+    const node = caller.node;
     const ca = this.#o.ca;
     let id;
     try {
@@ -209,6 +256,13 @@ export class PushServer {
     if (!check.ok && this.#o.refresh) {
       await this.#o.refresh().catch(() => {});
       check = checkPlacement(this.#placements, node, id.namespace, id.serviceAccount);
+    }
+    if (!check.ok && this.#o.confirmPlacement) {
+      try {
+        if (await this.#o.confirmPlacement(node, id.namespace, id.serviceAccount)) check = { ok: true };
+      } catch (err) {
+        log.warn('cannot look up pods to confirm a placement', { node, identity: id.spiffeId, error: errorMessage(err) });
+      }
     }
     if (!check.ok) {
       this.stats.certificatesDenied++;
@@ -240,6 +294,24 @@ function callerNode(call: { getAuthContext(): { sslPeerCertificate?: PeerCertifi
   } catch {
     return undefined;
   }
+}
+
+type CertificateProvider = experimental.CertificateProvider;
+
+/**
+ * TLS that asks for a client certificate but also lets callers without one in (they must present a
+ * token). A certificate is still verified against the root: only a verified one shows in the call's
+ * auth context. (grpc-js offers that mode only through certificate providers.)
+ */
+function optionalClientCertCredentials(rootPem: string, certPem: string, keyPem: string): grpc.ServerCredentials {
+  const provider: CertificateProvider = {
+    // Delivered a tick later: the server starts listening for updates only after subscribing.
+    addCaCertificateListener: (l) => queueMicrotask(() => l({ caCertificate: Buffer.from(rootPem) })),
+    removeCaCertificateListener: () => {},
+    addIdentityCertificateListener: (l) => queueMicrotask(() => l({ certificate: Buffer.from(certPem), privateKey: Buffer.from(keyPem) })),
+    removeIdentityCertificateListener: () => {},
+  };
+  return grpc.experimental.createCertificateProviderServerCredentials(provider, provider, false);
 }
 
 /** SANs for the server certificate: the listen host, or every local address for a wildcard. */

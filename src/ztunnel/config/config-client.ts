@@ -1,10 +1,13 @@
 /**
- * The agent's end of the control plane: one mTLS gRPC channel to the controller, carrying the
+ * The agent's end of the control plane: one TLS gRPC channel to the controller (the agent proves
+ * its node with a client certificate, or with a projected ServiceAccount token sent as
+ * `authorization: Bearer` on every call, read from its file each time as the kubelet rotates it), carrying the
  * delta config stream (applied to the StateStore, ACKed or NACKed) and CreateCertificate calls.
  * When the controller is away the agent keeps serving with its last good state and reconnects with
  * capped exponential backoff; on return it tells the controller what it has
  * (initial_resource_versions), so only differences (including removals) are sent.
  */
+import { readFile } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import type { MeshService, Workload } from '../../api/mesh.ts';
 import { policyKey, type AuthorizationRecord, type PeerAuthenticationRecord } from '../../api/policy.ts';
@@ -39,8 +42,10 @@ export interface ConfigClientOptions {
   /** host:port of the controller */
   address: string;
   node: string;
-  certPem: string;
-  keyPem: string;
+  /** Client certificate and key, or tokenFile. */
+  certPem?: string;
+  keyPem?: string;
+  tokenFile?: string;
   rootsPem: string;
   store: StateStore;
   /** Reconnect backoff bounds (default 100 ms .. 5 s). */
@@ -53,6 +58,25 @@ type ControlClient = grpc.Client & {
   DeltaConfig(options?: grpc.CallOptions): Stream;
   CreateCertificate(req: CreateCertificateRequest, options: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: CreateCertificateResponse) => void): grpc.ClientUnaryCall;
 };
+
+function controllerCredentials(o: ConfigClientOptions): grpc.ChannelCredentials {
+  if (o.certPem !== undefined && o.keyPem !== undefined) {
+    return grpc.credentials.createSsl(Buffer.from(o.rootsPem), Buffer.from(o.keyPem), Buffer.from(o.certPem));
+  }
+  const file = o.tokenFile;
+  if (file === undefined) throw new AmbitError('ZT_BAD_CREDS', 'the agent needs a client certificate and key, or a token file, to talk to the controller');
+  const token = grpc.credentials.createFromMetadataGenerator((_params, cb) => {
+    readFile(file, 'utf8').then((t) => {
+      const md = new grpc.Metadata();
+      md.set('authorization', `Bearer ${t.trim()}`);
+      cb(null, md);
+    }, (err: Error) => {
+      log.warn('cannot read the service account token', { file, error: err.message });
+      cb(Object.assign(new Error(`cannot read the agent token ${file}: ${err.message}`), { code: grpc.status.UNAUTHENTICATED }));
+    });
+  });
+  return grpc.credentials.combineChannelCredentials(grpc.credentials.createSsl(Buffer.from(o.rootsPem)), token);
+}
 
 export class ConfigClient {
   #o: ConfigClientOptions;
@@ -74,7 +98,7 @@ export class ConfigClient {
 
   constructor(o: ConfigClientOptions) {
     this.#o = o;
-    const creds = grpc.credentials.createSsl(Buffer.from(o.rootsPem), Buffer.from(o.keyPem), Buffer.from(o.certPem));
+    const creds = controllerCredentials(o);
     const Client = controlPlaneService();
     this.#client = new Client(o.address, creds, {
       'grpc.ssl_target_name_override': CONTROLLER_TLS_NAME,
@@ -135,7 +159,7 @@ export class ConfigClient {
     new Promise((resolve, reject) => {
       this.#client.CreateCertificate({ csr: csrPem, validity_seconds: Math.max(0, Math.round(ttlSeconds)) }, { deadline: Date.now() + 15_000 }, (err, res) => {
         if (err || !res) {
-          const code = err?.code === grpc.status.PERMISSION_DENIED ? 'ZT_CSR_DENIED'
+          const code = err?.code === grpc.status.PERMISSION_DENIED || err?.code === grpc.status.UNAUTHENTICATED ? 'ZT_CSR_DENIED'
             : err?.code === grpc.status.INVALID_ARGUMENT ? 'ZT_CSR_REJECTED' : 'ZT_CONTROLLER_UNAVAILABLE';
           reject(new AmbitError(code, `controller ${this.#o.address} did not sign the CSR: ${err?.details || errorMessage(err)}`, { cause: err, details: { grpcCode: err?.code } }));
           return;
