@@ -5,33 +5,12 @@
  * the mesh adds, the qps achieved, and the agents' CPU (millicores) and RSS during each run.
  */
 import type { AgentUse } from './lib.ts';
-import { ambit, execInPod, fmt, FORTIO, mustAmbit, note, podIP, retry, table, waitReady, watchAgents, namespaceManifest } from './lib.ts';
+import { ambit, execInPod, fmt, FORTIO, fortioPairManifests, mustAmbit, note, podIP, retry, table, waitReady, watchAgents } from './lib.ts';
 
 const QPS = Number(process.env.BENCH_QPS ?? 1000);
 const CONNS = Number(process.env.BENCH_CONNS ?? 4);
 const DURATION = process.env.BENCH_DURATION ?? '30s';
 const PERCENTILES = [50, 90, 99, 99.9];
-
-function manifests(ns: string, meshed: boolean): string {
-  return `${namespaceManifest(ns, meshed)}
----
-apiVersion: v1
-kind: Pod
-metadata: { name: server, namespace: ${ns} }
-spec:
-  nodeName: node-2
-  containers:
-    - name: fortio
-      image: fortio/fortio
-      command: ["${FORTIO}", "server", "-http-port", "8080", "-grpc-port", "disabled", "-redirect-port", "disabled", "-quiet"]
-      ports: [{ containerPort: 8080 }]
----
-apiVersion: v1
-kind: Pod
-metadata: { name: client, namespace: ${ns} }
-spec: { nodeName: node-1, containers: [{ name: sleep, image: ambit/sleep }] }
-`;
-}
 
 interface FortioResult {
   ActualQPS: number;
@@ -54,7 +33,7 @@ const ms = (j: FortioResult, p: number) => 1000 * (j.DurationHistogram.Percentil
 export async function runLatency(): Promise<string> {
   const cases = [{ ns: 'lat-plain', meshed: false, label: 'direct (plain)' }, { ns: 'lat-mesh', meshed: true, label: 'meshed (2 agents)' }];
   for (const c of cases) {
-    mustAmbit(['apply', '-f', '-'], manifests(c.ns, c.meshed));
+    mustAmbit(['apply', '-f', '-'], fortioPairManifests(c.ns, c.meshed));
     await waitReady(c.ns, 2);
   }
   const results: { label: string; j: FortioResult; agents: Record<string, AgentUse> }[] = [];
@@ -68,7 +47,7 @@ export async function runLatency(): Promise<string> {
       results.push({ label: c.label, j: result, agents });
     }
   } finally {
-    for (const c of cases) ambit(['delete', '-f', '-'], manifests(c.ns, false));
+    for (const c of cases) ambit(['delete', '-f', '-'], fortioPairManifests(c.ns, false));
   }
   const [direct, mesh] = results;
   const errors = (j: FortioResult) => j.DurationHistogram.Count - (j.RetCodes['200'] ?? 0);

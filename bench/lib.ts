@@ -181,3 +181,25 @@ export async function retry<T>(what: string, fn: () => Promise<T | undefined>, t
     await sleep(500);
   }
 }
+
+/** A fortio server pod on node-2 (:8080) and a sleep client pod on node-1, in namespace `ns`. */
+export function fortioPairManifests(ns: string, meshed: boolean): string {
+  return `${namespaceManifest(ns, meshed)}
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: server, namespace: ${ns} }
+spec:
+  nodeName: node-2
+  containers:
+    - name: fortio
+      image: fortio/fortio
+      command: ["${FORTIO}", "server", "-http-port", "8080", "-grpc-port", "disabled", "-redirect-port", "disabled", "-quiet"]
+      ports: [{ containerPort: 8080 }]
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: client, namespace: ${ns} }
+spec: { nodeName: node-1, containers: [{ name: sleep, image: ambit/sleep }] }
+`;
+}

@@ -9,32 +9,11 @@
  */
 import { spawnSync } from 'node:child_process';
 import type { AgentUse } from './lib.ts';
-import { AMBIT, INSTANCE, ambit, execInPod, fmt, FORTIO, mustAmbit, note, podIP, retry, sleep, table, waitReady, watchAgents, namespaceManifest } from './lib.ts';
+import { AMBIT, INSTANCE, fortioPairManifests, ambit, execInPod, fmt, FORTIO, mustAmbit, note, podIP, retry, sleep, table, waitReady, watchAgents } from './lib.ts';
 
 const CONNS = Number(process.env.BENCH_RATE_CONNS ?? 4);
 const DURATION = process.env.BENCH_RATE_DURATION ?? '10s';
 const COUNTS = (process.env.BENCH_POLICY_COUNTS ?? '0,100,1000').split(',').map(Number);
-
-function manifests(ns: string, meshed: boolean): string {
-  return `${namespaceManifest(ns, meshed)}
----
-apiVersion: v1
-kind: Pod
-metadata: { name: server, namespace: ${ns} }
-spec:
-  nodeName: node-2
-  containers:
-    - name: fortio
-      image: fortio/fortio
-      command: ["${FORTIO}", "server", "-http-port", "8080", "-grpc-port", "disabled", "-redirect-port", "disabled", "-quiet"]
-      ports: [{ containerPort: 8080 }]
----
-apiVersion: v1
-kind: Pod
-metadata: { name: client, namespace: ${ns} }
-spec: { nodeName: node-1, containers: [{ name: sleep, image: ambit/sleep }] }
-`;
-}
 
 /** Policies `from`..`to-1` (one of them, `zz-allow-client`, lets the client in). */
 function policies(ns: string, from: number, to: number): string {
@@ -110,7 +89,7 @@ export async function runPolicyRate(): Promise<string> {
   const plain = 'rate-plain';
   const mesh = 'rate-mesh';
   for (const [ns, meshed] of [[plain, false], [mesh, true]] as const) {
-    mustAmbit(['apply', '-f', '-'], manifests(ns, meshed));
+    mustAmbit(['apply', '-f', '-'], fortioPairManifests(ns, meshed));
     await waitReady(ns, 2);
   }
   const rows: (string | number)[][] = [];
@@ -139,8 +118,8 @@ export async function runPolicyRate(): Promise<string> {
         a2 ? fmt((1000 * a2.cpuSec) / a2.wallSec, 0) : '', a2 ? fmt(a2.endRssMiB, 1) : '']);
     }
   } finally {
-    ambit(['delete', '-f', '-'], manifests(plain, false));
-    ambit(['delete', '-f', '-'], policies(mesh, 0, applied) + '---\n' + manifests(mesh, false));
+    ambit(['delete', '-f', '-'], fortioPairManifests(plain, false));
+    ambit(['delete', '-f', '-'], policies(mesh, 0, applied) + '---\n' + fortioPairManifests(mesh, false));
   }
   return `### New connections with policies (fortio, ${CONNS} connections, no keep-alive, ${DURATION}, as fast as possible)\n\n` + table(
     ['path', 'connections/s', 'vs 0 policies', 'p50 ms', 'p99 ms', 'errors', 'node-2 agent millicores', 'node-2 agent RSS MiB'], rows);
