@@ -11,26 +11,17 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { pidsMentioning } from '../../src/local/teardown.ts';
-import { ambitLocal, HTTP_GET, newInstance, sweepLeftovers } from '../netns/local-helpers.ts';
+import { HTTP_GET, sweepLeftovers } from '../netns/local-helpers.ts';
 import { eventually } from './kube-helpers.ts';
+import { LocalKube } from './local-kube-helpers.ts';
 
-const INSTANCE = newInstance();
-const STATE = `/run/ambit/${INSTANCE}`;
-const ambit = (args: string[], input?: string) => ambitLocal(INSTANCE, args, input);
-const hint = () => `\n(instance ${INSTANCE}; logs in ${STATE}/logs and ${STATE}/kube/logs)`;
-
-interface Run { code: number | null; stdout: string; stderr: string }
-let kubeconfig = '';
-let kubectlBin = '';
-function kubectl(args: string[], input?: string): Run {
-  const r = spawnSync(kubectlBin, args, { encoding: 'utf8', input, timeout: 60_000, env: { ...process.env, KUBECONFIG: kubeconfig } });
-  return { code: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
-}
-function kubectlOk(args: string[], input?: string): string {
-  const r = kubectl(args, input);
-  assert.equal(r.code, 0, `kubectl ${args.join(' ')}: ${r.stderr}${hint()}`);
-  return r.stdout;
-}
+const kube = new LocalKube();
+const INSTANCE = kube.instance;
+const STATE = kube.state;
+const ambit = (args: string[], input?: string) => kube.ambit(args, input);
+const hint = () => kube.hint();
+const kubectl = (args: string[], input?: string) => kube.kubectl(args, input);
+const kubectlOk = (args: string[], input?: string) => kube.kubectlOk(args, input);
 
 interface PodJson {
   metadata: { name: string; uid: string; deletionTimestamp?: string; annotations?: Record<string, string> };
@@ -80,10 +71,8 @@ describe(`ambit local up --kubernetes (instance ${INSTANCE})`, () => {
     const up = ambit(['up', '--kubernetes', '--nodes', '2']);
     assert.equal(up.code, 0, up.stdout + up.stderr + hint());
     assert.match(up.stdout, /Kubernetes API server/);
-    kubeconfig = ambit(['kubeconfig']).stdout.trim();
-    assert.equal(kubeconfig, `${STATE}/kube/admin.kubeconfig`);
-    const env = ambit(['env']).stdout;
-    kubectlBin = `${/PATH='([^']+)'/.exec(env)![1]}/kubectl`;
+    kube.locate();
+    assert.equal(kube.kubeconfig, `${STATE}/kube/admin.kubeconfig`);
     const nodes = (JSON.parse(kubectlOk(['get', 'nodes', '-o', 'json'])) as { items: { metadata: { name: string }; spec: { podCIDR: string }; status: { addresses: { type: string; address: string }[]; conditions: { type: string; status: string }[] } }[] }).items;
     assert.deepEqual(nodes.map((n) => n.metadata.name).sort(), ['node-1', 'node-2']);
     for (const n of nodes) {
