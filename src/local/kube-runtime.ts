@@ -19,10 +19,11 @@ import { KubeProxy, type ProxyEndpoint, type ProxyService } from './kube-proxy.t
 import type { Ledger } from './ledger.ts';
 import { applyRank } from './objects.ts';
 import { PodRunner } from './pod-runner.ts';
+import { prepareNode } from './node-setup.ts';
 import { NETNS_ANNOTATION, type ApplyOutcome, type ObjectResult } from './runtime.ts';
 import { createSandbox, destroySandbox } from './sandbox.ts';
 import { validatePodSpec } from './objects.ts';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
 const log = logger('local.kubelet');
@@ -90,12 +91,7 @@ export class KubeRuntime {
   async start(): Promise<void> {
     mkdirSync(this.#o.paths.podLogs, { recursive: true });
     for (const n of this.nodes) {
-      const dir = this.#o.paths.nodeDir(n.name);
-      mkdirSync(join(dir, 'ipam'), { recursive: true });
-      writeFileSync(join(dir, '10-ambit.conflist'), JSON.stringify(this.#o.conflistFor(n), null, 2) + '\n');
-      const kp = new KubeProxy(n.netns);
-      await kp.init();
-      this.#proxies.set(n.name, kp);
+      this.#proxies.set(n.name, await prepareNode(this.#o.paths, n, this.#o.conflistFor(n)));
       await this.#registerNode(n);
     }
     this.#timers.push(setInterval(() => void this.#heartbeat(), HEARTBEAT_MS));

@@ -5,7 +5,7 @@
  * mesh on, the only difference is the conflist (ambit-cni chained) it was given.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Deployment, KubeObject, Namespace, Pod, Service } from '../api/k8s.ts';
 import { ObjectStore } from '../api/object-store.ts';
@@ -20,6 +20,7 @@ import {
   resolveTargetPort, templateHash, validateDeployment, validatePodSpec, validatePolicy, validateService,
 } from './objects.ts';
 import { PodRunner } from './pod-runner.ts';
+import { prepareNode } from './node-setup.ts';
 import { createSandbox, destroySandbox } from './sandbox.ts';
 
 const log = logger('local.runtime');
@@ -63,12 +64,7 @@ export class LocalRuntime {
   async start(): Promise<void> {
     mkdirSync(this.#o.paths.podLogs, { recursive: true });
     for (const n of this.nodes) {
-      const dir = this.#o.paths.nodeDir(n.name);
-      mkdirSync(join(dir, 'ipam'), { recursive: true });
-      writeFileSync(join(dir, '10-ambit.conflist'), JSON.stringify(this.#o.conflistFor(n), null, 2) + '\n');
-      const kp = new KubeProxy(n.netns);
-      await kp.init();
-      this.#proxies.set(n.name, kp);
+      this.#proxies.set(n.name, await prepareNode(this.#o.paths, n, this.#o.conflistFor(n)));
       await this.store.put({
         apiVersion: 'v1', kind: 'Node',
         metadata: { name: n.name, uid: randomUUID(), labels: { 'kubernetes.io/hostname': n.name }, annotations: { [NETNS_ANNOTATION]: n.netns }, creationTimestamp: new Date().toISOString() },
