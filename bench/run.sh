@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# Ambit benchmarks: bench/run.sh [throughput|latency|scale|cni|policy|all]   (root, Linux)
+# Ambit benchmarks: bench/run.sh [throughput|latency|scale|cni|policy|kube-scale|all]   (root, Linux)
 # Each benchmark gets a fresh two-node local mesh (instance $AMBIT_LOCAL_INSTANCE, default "bench"),
 # so one benchmark's leftovers (agent heap, pooled connections) do not colour the next one's figures.
 # Prints markdown tables on stdout (progress on stderr). `all` also rewrites the results part of
 # bench/README.md. Knobs: BENCH_REPS, BENCH_IPERF_SECONDS, BENCH_DURATION, BENCH_QPS, BENCH_CONNS,
-# BENCH_PODS, BENCH_CNI_RUNS (see the scripts).
+# BENCH_PODS, BENCH_CNI_RUNS, BENCH_KUBE_SERVICES, BENCH_KUBE_PODS, BENCH_KUBE_NODES (see the scripts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export AMBIT_LOCAL_INSTANCE="${AMBIT_LOCAL_INSTANCE:-bench}"
 NODE=node_modules/.bin/node
 what="${1:-all}"
 case "$what" in
-  throughput|latency|scale|cni|policy) benches=("$what") ;;
-  all) benches=(throughput latency scale cni policy) ;;
-  *) echo "usage: bench/run.sh [throughput|latency|scale|cni|policy|all]" >&2; exit 2 ;;
+  throughput|latency|scale|cni|policy|kube-scale) benches=("$what") ;;
+  all) benches=(throughput latency scale cni policy kube-scale) ;;
+  *) echo "usage: bench/run.sh [throughput|latency|scale|cni|policy|kube-scale|all]" >&2; exit 2 ;;
 esac
 
 bash bench/tools.sh >/dev/null
@@ -53,8 +53,11 @@ machine >"$out"
 echo >>"$out"
 for b in "${benches[@]}"; do
   down
-  echo "# $(date -u +%T) $b: starting a fresh local mesh ($AMBIT_LOCAL_INSTANCE)" >&2
-  bin/ambit local up --nodes 2 >/dev/null
+  # kube-scale brings its own control plane, controller and agents (no local mesh).
+  if [ "$b" != kube-scale ]; then
+    echo "# $(date -u +%T) $b: starting a fresh local mesh ($AMBIT_LOCAL_INSTANCE)" >&2
+    bin/ambit local up --nodes 2 >/dev/null
+  fi
   b_busy=$(quiet)
   echo "# $(date -u +%T) $b: machine ${b_busy}% busy before the start" >&2
   $NODE "bench/$b.ts" >>"$out"
