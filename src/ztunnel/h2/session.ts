@@ -31,25 +31,11 @@ import { HeaderBlockAssembler } from './header-block.ts';
 import type { HeaderBlock } from './header-block.ts';
 import { applySettings, defaultRemoteSettings } from './settings.ts';
 import type { RemoteSettings } from './settings.ts';
+import type { H2Headers, StreamOwner } from './stream.ts';
+import type { H2SessionOptions } from './session-options.ts';
 
 export type { RemoteSettings } from './settings.ts';
-import type { H2Headers, StreamOwner } from './stream.ts';
-
-export interface H2SessionOptions {
-  /** SETTINGS_INITIAL_WINDOW_SIZE we advertise (per-stream receive window). */
-  initialWindowSize?: number;
-  /** Connection receive window. */
-  connectionWindow?: number;
-  /** SETTINGS_MAX_FRAME_SIZE we advertise (largest frame we accept). */
-  maxFrameSize?: number;
-  /** SETTINGS_MAX_CONCURRENT_STREAMS we advertise and enforce. */
-  maxConcurrentStreams?: number;
-  /** Largest DATA frame we send (capped by the peer's SETTINGS_MAX_FRAME_SIZE). */
-  maxSendFrame?: number;
-  /** How a DATA frame's header and payload reach the socket (measurements): concat | cork | separate. */
-  dataWrite?: string;
-}
-
+export type { H2SessionOptions } from './session-options.ts';
 
 const MAX_HEADER_BLOCK = 256 * 1024;
 const MAX_HEADER_LIST = 64 * 1024;
