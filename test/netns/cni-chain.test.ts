@@ -3,17 +3,12 @@
  * runtime runs a conflist: each plugin gets the previous one's result as prevResult; DEL in reverse.
  * Everything happens inside a throwaway "node" netns, so the host is not touched.
  */
-import { describe, it, before, after } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PodHandoffServer } from '../../src/ztunnel/pod-handoff-server.ts';
-import type { PodHandoffAdd } from '../../src/api/pod-handoff.ts';
-import { closeFd } from '../../src/native/index.ts';
-import { CNI_BIN, shortId, netnsAdd, netnsDel, ruleState, hint, tempStore, namespaceObj, podObj, inNetns } from './cni-helpers.ts';
-import type { TempStore } from './cni-helpers.ts';
+import { CNI_BIN, ruleState, hint, inNetns } from './cni-helpers.ts';
+import { chainFixture } from './cni-chain-fixture.ts';
 
 const PLUGINS = '/usr/lib/cni';
 
@@ -30,38 +25,8 @@ function plugin(nodeNs: string, bin: string, env: Record<string, string>, conf: 
 }
 
 describe('ambit-cni in a conflist after bridge + host-local', () => {
-  const id = shortId();
-  const nodeNs = `ambt-n${id}`;
-  const podNs = `ambt-p${id}`;
-  let podPath = '';
-  let store: TempStore;
-  let dir = '';
-  let agent: PodHandoffServer;
-  const adds: PodHandoffAdd[] = [];
-  const dels: string[] = [];
-
-  before(async () => {
-    netnsAdd(nodeNs);
-    podPath = netnsAdd(podNs);
-    store = tempStore();
-    dir = mkdtempSync(join(tmpdir(), 'ambt-cnichain-'));
-    await store.store.put(namespaceObj('mesh', { 'istio.io/dataplane-mode': 'ambient' }) as any);
-    await store.store.put(podObj('mesh', 'web', `uid-${id}`, { sa: 'web' }) as any);
-    agent = new PodHandoffServer({
-      socketPath: join(dir, 'ztunnel.sock'),
-      onAdd: async (p) => { adds.push(p); closeFd(p.netnsFd); },
-      onDel: async (uid) => { dels.push(uid); },
-    });
-    await agent.start();
-  });
-
-  after(async () => {
-    await agent?.close();
-    netnsDel(podNs);
-    netnsDel(nodeNs);
-    store?.cleanup();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  const fx = chainFixture('c');
+  const { id, nodeNs, podNs, adds, dels } = fx;
 
   it('passes the bridge result through, hands over the allocated IP, and DEL in reverse cleans up', async (t) => {
     t.diagnostic(`node netns ${nodeNs}, pod netns ${podNs} ${hint(podNs)}`);
@@ -70,12 +35,12 @@ describe('ambit-cni in a conflist after bridge + host-local', () => {
       cniVersion: '1.0.0', name: `ambt-${id}`,
       plugins: [
         { type: 'bridge', bridge: 'ambit0', isGateway: true, ipMasq: false,
-          ipam: { type: 'host-local', ranges: [[{ subnet: '10.77.0.0/24' }]], dataDir: join(dir, 'ipam') } },
-        { type: 'ambit-cni', agentSocket: join(dir, 'ztunnel.sock'), objectStore: store.root, logFile: join(dir, 'cni.log') },
+          ipam: { type: 'host-local', ranges: [[{ subnet: '10.77.0.0/24' }]], dataDir: join(fx.dir, 'ipam') } },
+        { type: 'ambit-cni', agentSocket: join(fx.dir, 'ztunnel.sock'), objectStore: fx.store.root, logFile: join(fx.dir, 'cni.log') },
       ],
     };
     const env = (cmd: string) => ({
-      CNI_COMMAND: cmd, CNI_CONTAINERID: `ctr-${id}`, CNI_NETNS: podPath, CNI_IFNAME: 'eth0', CNI_PATH: PLUGINS,
+      CNI_COMMAND: cmd, CNI_CONTAINERID: `ctr-${id}`, CNI_NETNS: fx.podPath, CNI_IFNAME: 'eth0', CNI_PATH: PLUGINS,
       CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=mesh;K8S_POD_NAME=web;K8S_POD_UID=uid-${id}`,
     });
     const conf = (i: number, prev?: unknown) => ({ cniVersion: conflist.cniVersion, name: conflist.name, ...conflist.plugins[i], ...(prev ? { prevResult: prev } : {}) });

@@ -4,69 +4,35 @@
  * disk, through a runtime-style executor (ADD, CHECK-free, DEL) with the real reference plugins. The
  * pod gets its in-pod rules and is handed to the agent; DEL removes them; uninstall gives the file back.
  */
-import { describe, it, before, after } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { PodHandoffServer } from '../../src/ztunnel/pod-handoff-server.ts';
-import type { PodHandoffAdd } from '../../src/api/pod-handoff.ts';
-import { closeFd } from '../../src/native/index.ts';
 import { CniInstaller } from '../../src/cni/installer/installer.ts';
 import { cniAdd, cniDel, invokePlugin, loopbackConflist } from '../../src/local/cni-exec.ts';
 import type { CniConflist, CniInvocation } from '../../src/local/cni-exec.ts';
 import { setLogLevel } from '../../src/shared/log.ts';
-import { shortId, netnsAdd, netnsDel, ruleState, hint, tempStore, namespaceObj, podObj, inNetns } from './cni-helpers.ts';
-import type { TempStore } from './cni-helpers.ts';
+import { ruleState, hint, inNetns } from './cni-helpers.ts';
+import { chainFixture } from './cni-chain-fixture.ts';
 
 setLogLevel('off', 'cni-install');
 const PLUGINS = '/usr/lib/cni';
 
 describe('ambit cni-install output, run by a runtime with the real CNI plugins', () => {
-  const id = shortId();
-  const nodeNs = `ambt-in${id}`;
-  const podNs = `ambt-ip${id}`;
-  let podPath = '';
-  let store: TempStore;
-  let dir = '';
-  let agent: PodHandoffServer;
-  const adds: PodHandoffAdd[] = [];
-  const dels: string[] = [];
-
-  before(async () => {
-    netnsAdd(nodeNs);
-    podPath = netnsAdd(podNs);
-    store = tempStore();
-    dir = mkdtempSync(join(tmpdir(), 'ambt-cniinst-'));
-    await store.store.put(namespaceObj('mesh', { 'istio.io/dataplane-mode': 'ambient' }) as any);
-    await store.store.put(podObj('mesh', 'web', `uid-${id}`, { sa: 'web' }) as any);
-    agent = new PodHandoffServer({
-      socketPath: join(dir, 'ztunnel.sock'),
-      onAdd: async (p) => { adds.push(p); closeFd(p.netnsFd); },
-      onDel: async (uid) => { dels.push(uid); },
-    });
-    await agent.start();
-  });
-
-  after(async () => {
-    await agent?.close();
-    netnsDel(podNs);
-    netnsDel(nodeNs);
-    store?.cleanup();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  const fx = chainFixture('i');
+  const { id, nodeNs, podNs, adds, dels } = fx;
 
   it('ADD through the chained conflist installs the in-pod rules; DEL removes them; uninstall restores the file', async (t) => {
     t.diagnostic(`node netns ${nodeNs}, pod netns ${podNs} ${hint(podNs)}`);
-    const confDir = join(dir, 'net.d');
-    const binDir = join(dir, 'bin');
+    const confDir = join(fx.dir, 'net.d');
+    const binDir = join(fx.dir, 'bin');
     mkdirSync(confDir);
     mkdirSync(binDir);
     const original = JSON.stringify({
       cniVersion: '1.0.0', name: 'containerd-net',
       plugins: [
         { type: 'bridge', bridge: 'cni0', isGateway: true, ipMasq: false, promiscMode: true,
-          ipam: { type: 'host-local', ranges: [[{ subnet: '10.78.0.0/24' }]], routes: [{ dst: '0.0.0.0/0' }], dataDir: join(dir, 'ipam') } },
+          ipam: { type: 'host-local', ranges: [[{ subnet: '10.78.0.0/24' }]], routes: [{ dst: '0.0.0.0/0' }], dataDir: join(fx.dir, 'ipam') } },
         { type: 'portmap', capabilities: { portMappings: true } },
       ],
     }, null, 2) + '\n';
@@ -74,15 +40,15 @@ describe('ambit cni-install output, run by a runtime with the real CNI plugins',
 
     const installer = new CniInstaller({
       confDir, binDir, plugin: { kind: 'shim', ambitRoot: join(import.meta.dirname, '../..') },
-      settings: { agentSocket: join(dir, 'ztunnel.sock'), objectStore: store.root, logFile: join(dir, 'cni.log') },
+      settings: { agentSocket: join(fx.dir, 'ztunnel.sock'), objectStore: fx.store.root, logFile: join(fx.dir, 'cni.log') },
     });
     assert.equal(installer.installOnce().action, 'added');
 
-    // What the runtime reads: the file on disk, plugins looked up in the bin dir first.
+    // What the runtime reads: the file on disk, plugins looked up in the bin fx.dir first.
     const list = JSON.parse(readFileSync(join(confDir, '10-containerd-net.conflist'), 'utf8')) as CniConflist;
     assert.deepEqual(list.plugins.map((p) => p.type), ['bridge', 'portmap', 'ambit-cni']);
     const inv: CniInvocation = {
-      containerId: `ctr-${id}`, netnsPath: podPath, ifName: 'eth0', binDirs: [binDir, PLUGINS], execNetns: nodeNs,
+      containerId: `ctr-${id}`, netnsPath: fx.podPath, ifName: 'eth0', binDirs: [binDir, PLUGINS], execNetns: nodeNs,
       args: { K8S_POD_NAMESPACE: 'mesh', K8S_POD_NAME: 'web', K8S_POD_UID: `uid-${id}` },
     };
     const baseline = ruleState(podNs);
