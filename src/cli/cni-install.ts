@@ -8,6 +8,7 @@ import { logger, setLogFormat, setLogLevels } from '../shared/log.ts';
 import { CniInstaller } from '../cni/installer/installer.ts';
 import type { WatchEvent } from '../cni/installer/installer.ts';
 import { OWN_ROOT } from '../cni/installer/plugin-binary.ts';
+import { PLUGIN_KUBECONFIG_NAME, SA_DIR, pluginKubeconfig, type PluginKubeconfig } from '../cni/installer/plugin-kubeconfig.ts';
 
 const log = logger('cni-install');
 
@@ -17,6 +18,7 @@ export const DEFAULT_AGENT_SOCKET = '/var/run/ambit/ztunnel.sock';
 
 const USAGE = `usage: ambit cni-install [--conf-dir DIR] [--bin-dir DIR] [--ambit-root DIR | --plugin-source FILE]
                          [--agent-socket PATH] [--log-file PATH] [--object-store DIR] [--set KEY=JSON]...
+                         [--plugin-kubeconfig [--host-conf-dir DIR] [--api-server URL] [--token-file F] [--ca-file F]]
                          [--once [--timeout S]] [--poll-ms MS] [--uninstall-on-exit]
        ambit cni-uninstall [--conf-dir DIR] [--bin-dir DIR]
 
@@ -32,6 +34,12 @@ Waits (and says so) while the conf dir has no config yet.
   --agent-socket    node agent's CNI hand-off socket (default ${DEFAULT_AGENT_SOCKET})
   --log-file        file the plugin logs to (default: the runtime's stderr only)
   --object-store    pod metadata directory (ambit local)
+  --plugin-kubeconfig  write <conf-dir>/${PLUGIN_KUBECONFIG_NAME} from this pod's ServiceAccount (kept current
+                    as the token rotates) and point the plugin at it: ambit-cni reads pod and namespace
+                    labels from the API server with it (a real cluster)
+  --host-conf-dir   the conf dir's path on the node, as the plugin sees it (default ${DEFAULT_CONF_DIR})
+  --api-server      API server URL (default https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)
+  --token-file, --ca-file  credentials to copy (default the mounted ServiceAccount in ${SA_DIR})
   --set KEY=JSON    any other key of our plugin entry, e.g. --set 'kubeconfig="/etc/ambit/kubeconfig"'
   --once            install once and exit (waiting for a config up to --timeout seconds, default 60)
   --poll-ms         re-check interval besides inotify (default 5000)
@@ -73,6 +81,11 @@ export async function run(argv: string[]): Promise<number> {
         'agent-socket': { type: 'string', default: DEFAULT_AGENT_SOCKET },
         'log-file': { type: 'string' },
         'object-store': { type: 'string' },
+        'plugin-kubeconfig': { type: 'boolean' },
+        'host-conf-dir': { type: 'string', default: DEFAULT_CONF_DIR },
+        'api-server': { type: 'string' },
+        'token-file': { type: 'string' },
+        'ca-file': { type: 'string' },
         set: { type: 'string', multiple: true },
         once: { type: 'boolean' },
         timeout: { type: 'string', default: '60' },
@@ -105,13 +118,31 @@ export async function run(argv: string[]): Promise<number> {
       return fail('cni-install', `--set ${key}: the value is not JSON (${errorMessage(err)}); quote strings, e.g. ${key}='"text"'`);
     }
   }
+  let kubeconfig: PluginKubeconfig | undefined;
+  if (values['plugin-kubeconfig']) {
+    try {
+      kubeconfig = pluginKubeconfig({
+        confDir: values['conf-dir'], hostConfDir: values['host-conf-dir'],
+        server: values['api-server'], tokenFile: values['token-file'], caFile: values['ca-file'],
+      });
+    } catch (err) {
+      return fail('cni-install', errorMessage(err));
+    }
+  } else if (values['api-server'] || values['token-file'] || values['ca-file']) {
+    return fail('cni-install', '--api-server, --token-file and --ca-file only go with --plugin-kubeconfig');
+  }
   const installer = new CniInstaller({
     confDir: values['conf-dir'],
     binDir: values['bin-dir'],
     plugin: values['plugin-source'] ? { kind: 'file', path: values['plugin-source'] } : { kind: 'shim', ambitRoot: values['ambit-root'] ?? OWN_ROOT },
     settings,
+    kubeconfig,
   });
-  installer.entry();   // bad settings fail now, not in the loop
+  try {
+    installer.entry();   // bad settings fail now, not in the loop
+  } catch (err) {
+    return fail('cni-install', errorMessage(err));
+  }
 
   if (values.once) {
     let resolveDone!: (e: WatchEvent) => void;
@@ -152,6 +183,7 @@ export async function run(argv: string[]): Promise<number> {
 function report(confDir: string, out: ReturnType<CniInstaller['uninstall']>): number {
   for (const f of out.files) log.info('took ambit-cni out of a CNI config', { file: `${confDir}/${f.file}`, action: f.action });
   if (out.pluginRemoved) log.info('removed the ambit-cni plugin');
+  if (out.kubeconfigRemoved) log.info('removed the ambit-cni kubeconfig');
   for (const e of out.errors) log.error(e);
   return out.errors.length ? 1 : 0;
 }

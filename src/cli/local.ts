@@ -11,7 +11,7 @@ import { AmbitError, errorMessage } from '../shared/errors.ts';
 import { controlRequest } from '../local/control.ts';
 import { deploymentsTable, genericTable, nodesTable, podsTable, servicesTable } from '../local/format.ts';
 import {
-  bridgeName, CLI_MAIN, CNI_BIN_DIR, hostBridgeIp, instanceName, MAX_NODES, NODE_BIN, PACKAGE_ROOT, Paths, pickIndex, stateDirOf,
+  bridgeName, CLI_MAIN, CNI_BIN_DIR, hostBridgeIp, instanceName, MAX_NODES, NODE_BIN, NODE_PRELOAD, PACKAGE_ROOT, Paths, pickIndex, stateDirOf,
 } from '../local/instance.ts';
 import { kubeBinaries } from '../local/kube/binaries.ts';
 import { kubeShellEnv, localKubeconfig } from '../local/kube/env.ts';
@@ -140,7 +140,7 @@ async function up(args: string[]): Promise<number> {
   // Claim the subnet index now, so a concurrent `up` of another instance picks another one.
   writeFileSync(paths.instanceFile, JSON.stringify({ name, index, nodes, mesh, kubernetes, pid: 0, state: 'starting', startedAt: new Date().toISOString() }) + '\n');
   const fd = openSync(paths.supervisorLog, 'a');
-  const child = spawn(NODE_BIN, [CLI_MAIN, 'local', '__supervise', '--instance', name, '--state', paths.root, '--index', String(index), '--nodes', String(nodes), ...(mesh ? [] : ['--no-mesh']), ...(kubernetes ? ['--kubernetes'] : [])], {
+  const child = spawn(NODE_BIN, [...NODE_PRELOAD, CLI_MAIN, 'local', '__supervise', '--instance', name, '--state', paths.root, '--index', String(index), '--nodes', String(nodes), ...(mesh ? [] : ['--no-mesh']), ...(kubernetes ? ['--kubernetes'] : [])], {
     detached: true, stdio: ['ignore', fd, fd], env: { ...process.env, AMBIT_LOCAL_INSTANCE: name }, cwd: '/',
   });
   closeSync(fd);

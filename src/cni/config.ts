@@ -18,6 +18,11 @@ export const CNI_CODES: Record<string, number> = {
   HANDOFF_BAD_REPLY: 102,
   CNI_CHECK_FAILED: 103,
   CNI_RULES_READ: 104,
+  // Pod metadata from the API server: unreachable is "try again later" (the kubelet retries).
+  CNI_KUBE_UNREACHABLE: 11,
+  CNI_KUBE_FORBIDDEN: 105,
+  CNI_KUBE_BAD_REPLY: 106,
+  CNI_KUBECONFIG: 107,
   CNI_NETNS_GONE: 7,
   CNI_NETNS_INVALID: 7,
 };
@@ -41,6 +46,8 @@ export interface PluginConfig {
   type: string;
   agentSocket: string;
   objectStore: string | undefined;
+  /** kubeconfig of the API server that holds the pods (a real cluster); written by `ambit cni-install`. */
+  kubeconfig: string | undefined;
   logFile: string | undefined;
   prevResult: Record<string, unknown> | undefined;
 }
@@ -111,10 +118,12 @@ export function parseConfig(stdin: string, command: CniCommand): PluginConfig {
     type: str('type', false) ?? 'ambit-cni',
     agentSocket: '',
     objectStore: str('objectStore', false),
+    kubeconfig: str('kubeconfig', false),
     logFile: str('logFile', false),
     prevResult: undefined,
   };
   if (command === 'VERSION') return cfg;
+  if (cfg.objectStore && cfg.kubeconfig) throw badConfig('config fields "kubeconfig" and "objectStore" are both set; give one pod metadata source (kubeconfig on a cluster, objectStore for ambit local)');
   cfg.agentSocket = str('agentSocket', true)!;
   if (o.prevResult !== undefined) {
     if (o.prevResult === null || typeof o.prevResult !== 'object' || Array.isArray(o.prevResult)) {

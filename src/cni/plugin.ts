@@ -39,7 +39,7 @@ export async function runCni(env: NodeJS.ProcessEnv, stdin: string, deps: CniDep
       outcome = { stdout: JSON.stringify(versionInfo(stdin)), exitCode: 0 };
     } else {
       ctx.cfg = parseConfig(stdin, ctx.env.command);
-      const source = deps.metadata ? deps.metadata(ctx.cfg) : ctx.cfg.objectStore ? new ObjectStoreMetadataSource(ctx.cfg.objectStore) : undefined;
+      const source = deps.metadata ? deps.metadata(ctx.cfg) : await metadataSource(ctx.cfg);
       if (ctx.env.command === 'ADD') outcome = await cmdAdd(ctx, ctx.env, ctx.cfg, source);
       else if (ctx.env.command === 'DEL') outcome = await cmdDel(ctx, ctx.env, ctx.cfg, source);
       else outcome = await cmdCheck(ctx, ctx.env, ctx.cfg, source);
@@ -49,6 +49,12 @@ export async function runCni(env: NodeJS.ProcessEnv, stdin: string, deps: CniDep
   }
   writeLog(ctx, env, stdin, outcome, Number(process.hrtime.bigint() - started) / 1e6);
   return outcome;
+}
+
+async function metadataSource(cfg: PluginConfig): Promise<PodMetadataSource | undefined> {
+  if (cfg.kubeconfig) return new (await import('./kube-metadata.ts')).KubeMetadataSource(cfg.kubeconfig);
+  if (cfg.objectStore) return new ObjectStoreMetadataSource(cfg.objectStore);
+  return undefined;
 }
 
 function versionFromStdin(stdin: string): string {
@@ -75,7 +81,7 @@ function passThrough(cfg: PluginConfig): CniOutcome {
 
 async function lookup(env: CniEnv, source: PodMetadataSource | undefined): Promise<Enrollment> {
   if (!env.pod) return { enrolled: false, reason: 'CNI_ARGS has no K8S_POD_NAMESPACE/K8S_POD_NAME' };
-  if (!source) return { enrolled: false, reason: 'no pod metadata source configured (config field "objectStore")' };
+  if (!source) return { enrolled: false, reason: 'no pod metadata source configured (config field "kubeconfig" or "objectStore")' };
   const [pod, ns] = await Promise.all([source.pod(env.pod.namespace, env.pod.name), source.namespace(env.pod.namespace)]);
   return enrollment(pod, ns);
 }

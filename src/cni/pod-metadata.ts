@@ -1,7 +1,7 @@
 /**
  * Where the CNI plugin learns a pod's labels, uid and service account, and its namespace's labels.
- * The local mesh keeps them in an ObjectStore directory; a kubeconfig-backed source can implement
- * the same interface later.
+ * The local mesh keeps them in an ObjectStore directory; on a cluster they come from the API server
+ * (kube-metadata.ts).
  */
 import { ObjectStore } from '../api/object-store.ts';
 import type { Namespace, Pod } from '../api/k8s.ts';

@@ -108,8 +108,8 @@ export interface NodeConflistOptions {
   podCidr: string;
   podGateway: string;
   ipamDataDir: string;
-  /** Chain ambit-cni after bridge (mesh on). */
-  mesh?: { agentSocket: string; objectStore: string };
+  /** Chain ambit-cni after bridge (mesh on); pod labels from the object store, or the API server. */
+  mesh?: { agentSocket: string; objectStore: string } | { agentSocket: string; kubeconfig: string };
 }
 
 /** The conflist a node's "container runtime" uses for eth0 of every pod. */
@@ -127,7 +127,7 @@ export function nodeConflist(o: NodeConflistOptions): CniConflist {
       dataDir: o.ipamDataDir,
     },
   }];
-  if (o.mesh) plugins.push({ type: 'ambit-cni', agentSocket: o.mesh.agentSocket, objectStore: o.mesh.objectStore });
+  if (o.mesh) plugins.push({ type: 'ambit-cni', ...o.mesh });
   return { cniVersion: '1.0.0', name: 'ambit-pods', plugins };
 }
 

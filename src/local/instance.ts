@@ -5,7 +5,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { AmbitError } from '../shared/errors.ts';
 
 export const STATE_ROOT = '/run/ambit';
@@ -19,6 +19,8 @@ export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..
 export const NODE_BIN = join(PACKAGE_ROOT, 'node_modules', '.bin', 'node');
 export const AMBIT_BIN = join(PACKAGE_ROOT, 'bin', 'ambit');
 export const CLI_MAIN = join(PACKAGE_ROOT, 'src', 'cli', 'main.ts');
+/** First node flags of every Ambit process: serve .ts from the strip cache (src/boot/ts-strip-cache.mjs). */
+export const NODE_PRELOAD = ['--import', pathToFileURL(join(PACKAGE_ROOT, 'src', 'boot', 'register-ts-strip-cache.mjs')).href];
 export const CNI_BIN_DIR = '/usr/lib/cni';
 
 export interface NodeInfo {
@@ -64,6 +66,8 @@ export class Paths {
   get ledger(): string { return join(this.root, 'ledger.json'); }
   get objects(): string { return join(this.root, 'objects'); }
   get ca(): string { return join(this.root, 'ca'); }
+  /** ambit-cni's API server credentials (--kubernetes). */
+  get cni(): string { return join(this.root, 'cni'); }
   get logs(): string { return join(this.root, 'logs'); }
   get podLogs(): string { return join(this.root, 'logs', 'pods'); }
   get podRecords(): string { return join(this.root, 'pods'); }

@@ -6,8 +6,7 @@
  * builds EndpointSlices, and finishes deletions (stop, then delete with grace 0). Each node's
  * kube-proxy rules follow the API server's Services and EndpointSlices.
  */
-import type { Deployment, KubeObject, Namespace, Pod, Service } from '../api/k8s.ts';
-import { ObjectStore } from '../api/object-store.ts';
+import type { Deployment, KubeObject, Pod, Service } from '../api/k8s.ts';
 import { KubeClient, loadKubeConfig, MERGE_PATCH, statusOf } from '../controller/sources/kube/client.ts';
 import { Reflector } from '../controller/sources/kube/reflector.ts';
 import type { WatchedResource } from '../controller/sources/kube/resources.ts';
@@ -23,6 +22,8 @@ import { prepareNode } from './node-setup.ts';
 import { NETNS_ANNOTATION, type ApplyOutcome, type ObjectResult } from './runtime.ts';
 import { createSandbox, destroySandbox } from './sandbox.ts';
 import { validatePodSpec } from './objects.ts';
+import { startApiRelay, type ApiRelay } from './kube/api-relay.ts';
+import { CniCredentials } from './kube-cni-credentials.ts';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -37,6 +38,11 @@ export interface KubeRuntimeOptions {
   ledger: Ledger;
   kubeconfig: string;
   conflistFor: (node: NodeInfo) => CniConflist;
+  /**
+   * With the mesh: ambit-cni reads pod labels from the API server, reached from the node netns
+   * through a relay on the host bridge address, with a token of its own ServiceAccount.
+   */
+  cni?: { listenHost: string; caFile: string };
 }
 
 const watched = (apiVersion: string, kind: string, path: string): WatchedResource => ({ apiVersion, kind, path, optional: false, ownStatus: false });
@@ -57,8 +63,8 @@ export class KubeRuntime {
   readonly nodes: NodeInfo[];
   readonly client: KubeClient;
   #o: KubeRuntimeOptions;
-  /** Pod sandboxes read pod/namespace labels from here (ambit-cni's metadata source). */
-  #mirror: ObjectStore;
+  #relay: ApiRelay | undefined;
+  #cniCredentials: CniCredentials | undefined;
   #pods: Reflector;
   #services: Reflector;
   #slices: Reflector;
@@ -80,7 +86,6 @@ export class KubeRuntime {
     this.#o = o;
     this.nodes = o.nodes;
     this.client = new KubeClient(loadKubeConfig({ kubeconfig: o.kubeconfig }));
-    this.#mirror = new ObjectStore(o.paths.objects);
     const kick = () => this.#kick();
     this.#pods = new Reflector(this.client, watched('v1', 'Pod', '/api/v1/pods'), kick);
     this.#services = new Reflector(this.client, watched('v1', 'Service', '/api/v1/services'), kick);
@@ -90,6 +95,7 @@ export class KubeRuntime {
 
   async start(): Promise<void> {
     mkdirSync(this.#o.paths.podLogs, { recursive: true });
+    if (this.#o.cni) await this.#startCniAccess(this.#o.cni);
     for (const n of this.nodes) {
       this.#proxies.set(n.name, await prepareNode(this.#o.paths, n, this.#o.conflistFor(n)));
       await this.#registerNode(n);
@@ -98,6 +104,19 @@ export class KubeRuntime {
     // Readiness follows the processes (restarts, ports opening later).
     this.#timers.push(setInterval(() => void this.#refreshStatuses(), 500));
     for (const r of [this.#namespaces, this.#services, this.#slices, this.#pods]) r.start();
+  }
+
+  async #startCniAccess(o: { listenHost: string; caFile: string }): Promise<void> {
+    const api = new URL(this.client.server);
+    this.#relay = await startApiRelay(o.listenHost, { host: api.hostname, port: Number(api.port || 443) });
+    this.#cniCredentials = new CniCredentials({
+      client: this.client, dir: this.#o.paths.cni, server: this.#relay.url, caFile: o.caFile, tlsServerName: 'kubernetes.default.svc',
+      apply: async (objects) => {
+        const failed = (await this.apply(objects)).results.filter((r) => r.error);
+        if (failed.length) throw new AmbitError('LOCAL_KUBE_CNI', `cannot create ambit-cni's RBAC: ${failed.map((r) => `${r.kind} ${r.name}: ${r.error}`).join('; ')}`);
+      },
+    });
+    await this.#cniCredentials.start();
   }
 
   // ---------------------------------------------------------------- nodes
@@ -213,10 +232,6 @@ export class KubeRuntime {
     r.starting = (async () => {
       try {
         validatePodSpec(`Pod ${r.key}`, pod.spec);
-        // ambit-cni reads the pod's and its namespace's labels during ADD.
-        const ns = (this.#namespaces.objects() as Namespace[]).find((n) => n.metadata.name === pod.metadata.namespace);
-        if (ns) await this.#mirror.put(ns);
-        await this.#mirror.put(pod);
         r.sandbox = await createSandbox({
           uid, namespace: pod.metadata.namespace!, name: pod.metadata.name,
           node: node.name, nodeNetns: node.netns, netns,
@@ -292,7 +307,6 @@ export class KubeRuntime {
         const graceMs = Math.max(1, (p?.metadata as { deletionGracePeriodSeconds?: number } | undefined)?.deletionGracePeriodSeconds ?? 30) * 1000;
         await Promise.all(r.containers.map((c) => c.stop(graceMs).catch((err) => log.warn('cannot stop container', { pod: r.key, error: errorMessage(err) }))));
         if (r.sandbox) await destroySandbox(r.sandbox, this.#o.paths.podRecords, this.#o.ledger);
-        await this.#mirror.delete('Pod', r.pod.metadata.namespace, r.pod.metadata.name).catch(() => undefined);
         this.#runners.delete(uid);
         this.#lastStatus.delete(uid);
       }
@@ -492,6 +506,7 @@ export class KubeRuntime {
   async stop(): Promise<void> {
     this.#stopped = true;
     for (const t of this.#timers) clearInterval(t);
+    this.#cniCredentials?.stop();
     await Promise.all([this.#pods, this.#services, this.#slices, this.#namespaces].map((r) => r.stop().catch(() => undefined)));
     await Promise.all([...this.#runners.entries()].map(async ([uid, r]) => {
       r.phase = 'Terminating';
@@ -500,5 +515,7 @@ export class KubeRuntime {
       if (r.sandbox) await destroySandbox(r.sandbox, this.#o.paths.podRecords, this.#o.ledger).catch((err) => log.warn('cannot remove pod sandbox', { pod: r.key, error: errorMessage(err) }));
       this.#runners.delete(uid);
     }));
+    // After the pods: their CNI DEL may still read from the API server.
+    await this.#relay?.close();
   }
 }

@@ -10,7 +10,7 @@ import { PORTS } from '../api/constants.ts';
 import { AmbitError, errorMessage } from '../shared/errors.ts';
 import { logger } from '../shared/log.ts';
 import { CertificateAuthority } from '../controller/ca/ca.ts';
-import { CLI_MAIN, NODE_BIN, type NodeInfo, type Paths } from './instance.ts';
+import { CLI_MAIN, NODE_BIN, NODE_PRELOAD, type NodeInfo, type Paths } from './instance.ts';
 import type { Ledger } from './ledger.ts';
 import { SupervisedProcess } from './processes.ts';
 
@@ -67,7 +67,7 @@ export class LocalMesh {
     const env = { ...process.env };
     this.#controller = new SupervisedProcess({
       label: 'controller',
-      command: [NODE_BIN, CLI_MAIN, 'controller', ...(this.#kubeconfig ? ['--kubeconfig', this.#kubeconfig, '--lease-namespace', 'default'] : ['--manifests', this.#paths.objects]), '--ca-dir', this.#paths.ca, '--listen', this.controllerAddress],
+      command: [NODE_BIN, ...NODE_PRELOAD, CLI_MAIN, 'controller', ...(this.#kubeconfig ? ['--kubeconfig', this.#kubeconfig, '--lease-namespace', 'default'] : ['--manifests', this.#paths.objects]), '--ca-dir', this.#paths.ca, '--listen', this.controllerAddress],
       env, logFile: join(this.#paths.logs, 'controller.log'), restart: 'Always',
     });
     this.#controller.start();
@@ -81,7 +81,7 @@ export class LocalMesh {
       const dir = this.#paths.nodeDir(n.name);
       const agent = new SupervisedProcess({
         label: `agent/${n.name}`, netns: n.netns,
-        command: [NODE_BIN, ...agentNodeFlags(), CLI_MAIN, 'agent', '--node', n.name, '--controller', this.controllerAddress, '--creds-dir', dir, '--run-dir', dir],
+        command: [NODE_BIN, ...NODE_PRELOAD, ...agentNodeFlags(), CLI_MAIN, 'agent', '--node', n.name, '--controller', this.controllerAddress, '--creds-dir', dir, '--run-dir', dir],
         env, logFile: join(this.#paths.logs, `agent-${n.name}.log`), restart: 'Always',
       });
       agent.start();

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { AmbitError } from '../shared/errors.ts';
 import type { Container, Deployment, KubeObject, Pod, Service, ServicePortSpec } from '../api/k8s.ts';
 import { isPolicyObject, translatePolicyObject } from '../controller/translate/policies.ts';
-import { NODE_BIN, PACKAGE_ROOT } from './instance.ts';
+import { NODE_BIN, NODE_PRELOAD, PACKAGE_ROOT } from './instance.ts';
 
 export const ECHO_APP = join(PACKAGE_ROOT, 'src', 'local', 'apps', 'echo.ts');
 export const HTTP_GET_APP = join(PACKAGE_ROOT, 'src', 'local', 'apps', 'http-get.ts');
@@ -52,7 +52,7 @@ function imageBase(image: string): string {
 export function containerCommand(c: Container, what: string): string[] {
   const base = imageBase(c.image ?? '');
   if (c.command && c.command.length > 0) return [...c.command, ...(c.args ?? [])];
-  if (base === 'ambit/echo') return [NODE_BIN, ECHO_APP, ...(c.args ?? [])];
+  if (base === 'ambit/echo') return [NODE_BIN, ...NODE_PRELOAD, ECHO_APP, ...(c.args ?? [])];
   if (base === 'ambit/sleep') return c.args && c.args.length > 0 ? ['sleep', ...c.args] : ['sleep', 'infinity'];
   throw bad(what, `container "${c.name}": image "${c.image ?? ''}" is not built in (ambit/echo, ambit/sleep); give the container a command to run`);
 }

@@ -17,6 +17,7 @@ import { agentSocketPath, LocalMesh } from './mesh.ts';
 import { createNetwork } from './network.ts';
 import { startKubeControlPlane, type KubeControlPlane } from './kube/control-plane.ts';
 import { localKubeDir } from './kube/env.ts';
+import { PLUGIN_KUBECONFIG_NAME } from '../cni/installer/plugin-kubeconfig.ts';
 import { KubeRuntime } from './kube-runtime.ts';
 import { LocalRuntime } from './runtime.ts';
 import { must } from './sh.ts';
@@ -63,14 +64,19 @@ export async function runSupervisor(info: InstanceInfo): Promise<number> {
     file.nodeNames = nodes.map((n) => n.name);
     const conflistFor = (n: NodeInfo) => nodeConflist({
       podCidr: n.podCidr, podGateway: n.podGateway, ipamDataDir: `${paths.nodeDir(n.name)}/ipam`,
-      mesh: info.mesh ? { agentSocket: agentSocketPath(paths, n.name), objectStore: paths.objects } : undefined,
+      mesh: !info.mesh ? undefined
+        : info.kubernetes ? { agentSocket: agentSocketPath(paths, n.name), kubeconfig: join(paths.cni, PLUGIN_KUBECONFIG_NAME) }
+        : { agentSocket: agentSocketPath(paths, n.name), objectStore: paths.objects },
     });
     if (info.kubernetes) {
       // The API server holds the pods; this process is the nodes' kubelet.
       kube = await startKubeControlPlane({ dir: localKubeDir(paths.root) });
       // The mesh's own CRDs, so policies can be applied with kubectl (the controller watches them).
       if (info.mesh) await must(join(kube.kubectlDir, 'kubectl'), ['--kubeconfig', kube.kubeconfig, 'apply', '--server-side', '-k', join(PACKAGE_ROOT, 'controller', 'crds')]);
-      runtime = new KubeRuntime({ instance: info.name, paths, nodes, ledger, kubeconfig: kube.kubeconfig, conflistFor });
+      runtime = new KubeRuntime({
+        instance: info.name, paths, nodes, ledger, kubeconfig: kube.kubeconfig, conflistFor,
+        cni: info.mesh ? { listenHost: hostBridgeIp(info.index), caFile: kube.pki.caCert } : undefined,
+      });
     } else {
       runtime = new LocalRuntime({ instance: info.name, paths, nodes, ledger, conflistFor });
     }

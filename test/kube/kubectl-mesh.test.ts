@@ -216,6 +216,31 @@ describe(`the mesh with kubectl only (instance ${INSTANCE})`, () => {
     notRestarted();
   });
 
+  it('a pod created in the labelled namespace is enrolled by ambit-cni at ADD (labels read from the API server)', async () => {
+    kubectlOk(['apply', '-f', '-'], `apiVersion: v1
+kind: Pod
+metadata: {name: late, namespace: ${NS}, labels: {app: late}}
+spec:
+  nodeName: node-2
+  containers:
+  - {name: c, image: ambit/sleep}
+`);
+    try {
+      const pod = await eventually('pod late ready', () => kubePods().find((p) => p.metadata.name === 'late' && isReady(p)), 60_000);
+      const ns = podNetnsName(INSTANCE, pod.metadata.uid);
+      assert.match(sh('ip', ['netns', 'exec', ns, 'iptables-save']), /AMBIT_/, `late: in-pod rules${hint()}`);
+      const lines = agentLog().split('\n').filter((l) => l.includes(`${NS}/late`));
+      assert.ok(lines.some((l) => l.includes('pod added')), `the CNI handed late over as enrolled:\n${lines.join('\n')}${hint()}`);
+      assert.ok(!lines.some((l) => l.includes('enrolled at run time')), `late was not left to run-time enrollment:\n${lines.join('\n')}`);
+      // The plugin's kubeconfig holds a ServiceAccount token, readable by root only.
+      const kc = join(STATE, 'cni', 'ambit-cni.kubeconfig');
+      assert.equal(statSync(kc).mode & 0o777, 0o600);
+      assert.equal((JSON.parse(readFileSync(kc, 'utf8')) as { users: { user: { token?: string } }[] }).users[0]!.user.token?.split('.').length, 3, 'a JWT');
+    } finally {
+      kubectl(['delete', 'pod', '-n', NS, 'late', '--wait=false']);
+    }
+  });
+
   it('a DENY AuthorizationPolicy applied with kubectl refuses within a second and is Accepted', async () => {
     prober = spawnInClient(PROBER, (s) => { probeOut += s; });
     await until('the prober gets answers', () => probes().filter((p) => p.ok).length >= 3);

@@ -111,7 +111,7 @@ describe('cni installer: chaining', () => {
       chmodSync(join(confDir, file), 0o600);
       writeFileSync(join(confDir, '99-loopback.conf'), '{"cniVersion":"1.0.0","name":"lo","type":"loopback"}');
       const out = installer().installOnce();
-      assert.deepEqual(out, { pluginWritten: true, file, action: 'added' });
+      assert.deepEqual(out, { pluginWritten: true, kubeconfigWritten: false, file, action: 'added' });
       const before = JSON.parse(text);
       const after = json(file);
       assert.equal(after.plugins[0].type, first);
@@ -139,7 +139,7 @@ describe('cni installer: chaining', () => {
     const once = read('10-calico.conflist');
     const mtime = statSync(join(confDir, '10-calico.conflist')).mtimeMs;
     const again = installer().installOnce();
-    assert.deepEqual(again, { pluginWritten: false, file: '10-calico.conflist', action: 'unchanged' });
+    assert.deepEqual(again, { pluginWritten: false, kubeconfigWritten: false, file: '10-calico.conflist', action: 'unchanged' });
     assert.equal(read('10-calico.conflist'), once);
     assert.equal(statSync(join(confDir, '10-calico.conflist')).mtimeMs, mtime, 'not even rewritten');
     assert.equal(ours(json('10-calico.conflist')).length, 1);
@@ -176,7 +176,7 @@ describe('cni installer: chaining', () => {
     writeFileSync(join(confDir, '10-bridge.conf'), BRIDGE_CONF);
     chmodSync(join(confDir, '10-bridge.conf'), 0o640);
     const out = installer().installOnce();
-    assert.deepEqual(out, { pluginWritten: true, file: '10-bridge.conflist', action: 'converted' });
+    assert.deepEqual(out, { pluginWritten: true, kubeconfigWritten: false, file: '10-bridge.conflist', action: 'converted' });
     assert.deepEqual(readdirSync(confDir), ['10-bridge.conflist'], 'the .conf is gone: it would sort first');
     const list = json('10-bridge.conflist');
     assert.equal(list.cniVersion, '0.4.0');

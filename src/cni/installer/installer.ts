@@ -13,6 +13,7 @@ import type { Rewrite } from './chain.ts';
 import { applyRewrite, confFiles, readConf, readPrimary } from './conf-dir.ts';
 import { installPlugin, pluginContent, pluginPath, removePlugin } from './plugin-binary.ts';
 import type { PluginSource } from './plugin-binary.ts';
+import { PLUGIN_KUBECONFIG_NAME, removePluginKubeconfig, writePluginKubeconfig, type PluginKubeconfig } from './plugin-kubeconfig.ts';
 
 const log = logger('cni-install');
 
@@ -24,10 +25,12 @@ export interface CniInstallerOptions {
   plugin: PluginSource;
   /** Our entry's keys besides `type` (what src/cni/config.ts reads: agentSocket, logFile, objectStore). */
   settings: Record<string, unknown>;
+  /** On a cluster: the kubeconfig the plugin reads pod labels with (its path goes into our entry). */
+  kubeconfig?: PluginKubeconfig;
 }
 
-export interface InstallOutcome { pluginWritten: boolean; file: string; action: Rewrite['action'] }
-export interface UninstallOutcome { files: { file: string; action: Rewrite['action'] }[]; pluginRemoved: boolean; errors: string[] }
+export interface InstallOutcome { pluginWritten: boolean; kubeconfigWritten: boolean; file: string; action: Rewrite['action'] }
+export interface UninstallOutcome { files: { file: string; action: Rewrite['action'] }[]; pluginRemoved: boolean; kubeconfigRemoved: boolean; errors: string[] }
 
 export class CniInstaller {
   #o: CniInstallerOptions;
@@ -46,7 +49,10 @@ export class CniInstaller {
     if (typeof this.#o.settings.agentSocket !== 'string' || this.#o.settings.agentSocket === '') {
       throw new AmbitError('CNI_INSTALL_BAD_SETTINGS', 'agentSocket must be set: ambit-cni hands pods to the node agent over that unix socket');
     }
-    return { type: 'ambit-cni', ...this.#o.settings };
+    if (this.#o.kubeconfig && this.#o.settings.objectStore !== undefined) {
+      throw new AmbitError('CNI_INSTALL_BAD_SETTINGS', 'objectStore and a plugin kubeconfig are both set; on a cluster ambit-cni reads pods from the API server');
+    }
+    return { type: 'ambit-cni', ...this.#o.settings, ...(this.#o.kubeconfig ? { kubeconfig: this.#o.kubeconfig.hostFile } : {}) };
   }
 
   /**
@@ -55,13 +61,15 @@ export class CniInstaller {
    */
   installOnce(): InstallOutcome {
     const pluginWritten = this.#ensurePlugin();
+    // Before the entry that names it: a pod started right after must find it.
+    const kubeconfigWritten = this.#o.kubeconfig ? writePluginKubeconfig(this.#o.kubeconfig) : false;
     const primary = readPrimary(this.#o.confDir);
     if (!primary) {
       throw new AmbitError('CNI_INSTALL_NO_CONFIG', `no CNI config (*.conf, *.conflist, *.json) in ${this.#o.confDir} yet; waiting for the node's primary CNI (bridge, Calico, Cilium, ...) to write one`);
     }
     const r = chain(primary, this.entry());
     applyRewrite(this.#o.confDir, primary, r);
-    return { pluginWritten, file: r.write?.file ?? primary.file, action: r.action };
+    return { pluginWritten, kubeconfigWritten, file: r.write?.file ?? primary.file, action: r.action };
   }
 
   #ensurePlugin(): boolean {
@@ -80,7 +88,7 @@ export class CniInstaller {
    * not fatal: they are not ours to fix, and the rest still has to be cleaned.
    */
   uninstall(): UninstallOutcome {
-    const out: UninstallOutcome = { files: [], pluginRemoved: false, errors: [] };
+    const out: UninstallOutcome = { files: [], pluginRemoved: false, kubeconfigRemoved: false, errors: [] };
     for (const file of confFiles(this.#o.confDir)) {
       try {
         const conf = readConf(this.#o.confDir, file);
@@ -97,6 +105,8 @@ export class CniInstaller {
       }
     }
     out.pluginRemoved = removePlugin(this.#o.binDir);
+    // Also when this run was not told about it (a plain `ambit cni-uninstall`): it holds a token.
+    out.kubeconfigRemoved = removePluginKubeconfig(this.#o.kubeconfig?.file ?? join(this.#o.confDir, PLUGIN_KUBECONFIG_NAME));
     this.#pluginStamp = '';
     return out;
   }
@@ -201,6 +211,7 @@ export class ConfWatcher {
     try {
       const outcome = this.#installer.installOnce();
       if (outcome.pluginWritten) log.info('installed the ambit-cni plugin', { path: pluginPath(this.#installer.options.binDir) });
+      if (outcome.kubeconfigWritten) log.info('wrote the ambit-cni kubeconfig', { path: this.#installer.options.kubeconfig?.file });
       if (outcome.action !== 'unchanged') {
         log.info('chained ambit-cni into the primary CNI config', { file: join(this.#installer.options.confDir, outcome.file), action: outcome.action });
       }
