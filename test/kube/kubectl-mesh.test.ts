@@ -288,6 +288,40 @@ spec:
     assert.equal(r.sourceIp, ipOf('client'));
   });
 
+  it('controller away: agents keep serving; killed and restarted by its supervisor, agents resync (a policy applied meanwhile takes effect)', async () => {
+    const controllerPids = () => pidsMentioning(join(STATE, 'ca')).filter((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('controller'));
+    const [pid] = controllerPids();
+    assert.ok(pid, `the controller process${hint()}`);
+    probeOut = '';
+    prober = spawnInClient(PROBER, (s) => { probeOut += s; });
+    await until('the prober gets answers', () => probes().filter((p) => p.ok).length >= 3);
+    process.kill(pid, 'SIGSTOP');
+    let killed = 0;
+    try {
+      // Hung controller: the API server takes the policy, nobody pushes it; traffic goes on.
+      kubectlOk(['apply', '-f', '-'], DENY_NS);
+      const stopped = Date.now();
+      await sleep(2000);
+      const meanwhile = probes().filter((p) => p.at >= stopped);
+      assert.ok(meanwhile.length >= 5 && meanwhile.every((p) => p.ok), `served on the last good state while the controller hung: ${JSON.stringify(meanwhile)}${hint()}`);
+      process.kill(pid, 'SIGKILL');
+      killed = Date.now();
+    } finally {
+      if (!killed) process.kill(pid, 'SIGCONT');
+    }
+    // The supervisor starts a new controller; it lists from the API server; the agents reconnect and resync.
+    await until('a new controller process', () => controllerPids().some((p) => p !== pid), 15_000);
+    await until('a refused connection after the restart', () => probes().some((p) => !p.ok && p.at >= killed), 20_000);
+    const first = probes().find((p) => !p.ok && p.at >= killed)!;
+    process.stdout.write(`# controller SIGKILLed -> policy applied meanwhile enforced after ${first.end - killed} ms (restart + resync)\n`);
+    assert.ok(probes().filter((p) => p.at < killed && p.at >= killed - 2000).every((p) => p.ok), 'nothing refused before the restart');
+    kubectlOk(['delete', 'authorizationpolicies.security.istio.io', '-n', NS, 'deny-own-ns']);
+    const deleted = Date.now();
+    await until('answered again', () => probes().some((p) => p.ok && p.at >= deleted), 5000);
+    prober?.kill();
+    prober = undefined;
+  });
+
   it('kubectl label ns istio.io/dataplane-mode-: traffic plain again, pods not restarted', async () => {
     kubectlOk(['label', 'namespace', NS, 'istio.io/dataplane-mode-']);
     const took = await until('every pod released', () => names().every(released));
