@@ -87,7 +87,7 @@ s.on('close', () => { console.log(JSON.stringify({ phase: 'done', local, written
 interface PodJson { metadata: { name: string; namespace: string; labels?: Record<string, string> }; status: { podIP: string } }
 interface Sample { name: string; labels: Record<string, string>; value: number }
 
-/** Prometheus text exposition -> samples (enough of the format for prom-client's output). */
+/** Prometheus text exposition -> samples (enough of the format for what the agent writes). */
 function parseMetrics(text: string): Sample[] {
   const out: Sample[] = [];
   for (const line of text.split('\n')) {

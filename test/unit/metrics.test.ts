@@ -5,12 +5,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Registry } from 'prom-client';
 import type { MeshService, Workload } from '../../src/api/mesh.ts';
 import { StateStore } from '../../src/ztunnel/state/store.ts';
 import { ConnectionTracker, type ClosedConnection, type ConnectionFields } from '../../src/ztunnel/proxy/connections.ts';
 import { responseFlags, tcpLabels, TCP_LABEL_NAMES } from '../../src/ztunnel/metrics/labels.ts';
 import { OVERFLOW, SeriesCap } from '../../src/ztunnel/metrics/series-cap.ts';
+import { Registry, type Sample } from '../../src/ztunnel/metrics/prometheus.ts';
 import { TcpMetrics } from '../../src/ztunnel/metrics/tcp-metrics.ts';
 import { clearLogLevel, getLogLevel, getLogLevels, setLogFormat, setLogLevel, setLogLevels, setLogSink } from '../../src/shared/log.ts';
 import { isAmbitError } from '../../src/shared/errors.ts';
@@ -131,11 +131,11 @@ test('the label-set cap: known sets keep their series, new ones beyond the cap g
   assert.throws(() => new SeriesCap(0), RangeError);
 });
 
-interface Sample { labels: Record<string, string | number>; value: number }
 async function samples(reg: Registry, name: string): Promise<Sample[]> {
-  const m = reg.getSingleMetric(name);
+  const m = reg.get(name);
   assert.ok(m, `${name} registered`);
-  return (await m.get()).values as Sample[];
+  await m.collect();
+  return m.samples();
 }
 const total = (xs: Sample[]) => xs.reduce((n, x) => n + x.value, 0);
 

@@ -6,17 +6,22 @@
  * When the controller is away the agent keeps serving with its last good state and reconnects with
  * capped exponential backoff; on return it tells the controller what it has
  * (initial_resource_versions), so only differences (including removals) are sent.
+ * gRPC is the agent's own lean client (grpc-client.ts) with the hand-written codec
+ * (control-messages.ts): the agent loads neither grpc-js nor protobufjs.
  */
 import { readFile } from 'node:fs/promises';
-import * as grpc from '@grpc/grpc-js';
 import type { MeshService, Workload } from '../../api/mesh.ts';
 import { policyKey, type AuthorizationRecord, type PeerAuthenticationRecord } from '../../api/policy.ts';
-import { AmbitError, errorMessage } from '../../shared/errors.ts';
+import { AmbitError, errorMessage, isAmbitError } from '../../shared/errors.ts';
 import { logger } from '../../shared/log.ts';
 import {
   AUTHORIZATION_TYPE, CONFIG_TYPES, CONTROLLER_TLS_NAME, PEER_AUTHENTICATION_TYPE, SERVICE_TYPE, WORKLOAD_TYPE,
-  authorizationFromPb, controlPlaneService, peerAuthenticationFromPb, serviceFromPb, workloadFromPb, type ConfigType, type PbResource, type CreateCertificateRequest, type CreateCertificateResponse, type DeltaRequest, type DeltaResponse,
-} from '../../controller/push/wire.ts';
+  authorizationFromPb, peerAuthenticationFromPb, serviceFromPb, workloadFromPb, type ConfigType, type PbResource, type DeltaRequest, type DeltaResponse,
+} from '../../controller/push/wire-records.ts';
+import {
+  CREATE_CERTIFICATE_PATH, DELTA_CONFIG_PATH, decodeCreateCertificateResponse, decodeDeltaResponse, encodeCreateCertificateRequest, encodeDeltaRequest,
+} from '../../controller/push/control-messages.ts';
+import { GRPC, GrpcChannel, grpcStatusName, type GrpcCall, type GrpcStatus } from './grpc-client.ts';
 import type { StateDelta, StateStore } from '../state/store.ts';
 import type { CsrSigner } from '../identity/credentials.ts';
 
@@ -53,35 +58,29 @@ export interface ConfigClientOptions {
   maxBackoffMs?: number;
 }
 
-type Stream = grpc.ClientDuplexStream<DeltaRequest, DeltaResponse>;
-type ControlClient = grpc.Client & {
-  DeltaConfig(options?: grpc.CallOptions): Stream;
-  CreateCertificate(req: CreateCertificateRequest, options: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: CreateCertificateResponse) => void): grpc.ClientUnaryCall;
-};
+/** Per-call credentials: the token file, read on every call (the kubelet rotates it). */
+function tokenHeaders(file: string): () => Promise<Record<string, string>> {
+  return async () => {
+    try {
+      return { authorization: `Bearer ${(await readFile(file, 'utf8')).trim()}` };
+    } catch (err) {
+      log.warn('cannot read the service account token', { file, error: errorMessage(err) });
+      throw new Error(`cannot read the agent token ${file}: ${errorMessage(err)}`, { cause: err });
+    }
+  };
+}
 
-function controllerCredentials(o: ConfigClientOptions): grpc.ChannelCredentials {
-  if (o.certPem !== undefined && o.keyPem !== undefined) {
-    return grpc.credentials.createSsl(Buffer.from(o.rootsPem), Buffer.from(o.keyPem), Buffer.from(o.certPem));
-  }
-  const file = o.tokenFile;
-  if (file === undefined) throw new AmbitError('ZT_BAD_CREDS', 'the agent needs a client certificate and key, or a token file, to talk to the controller');
-  const token = grpc.credentials.createFromMetadataGenerator((_params, cb) => {
-    readFile(file, 'utf8').then((t) => {
-      const md = new grpc.Metadata();
-      md.set('authorization', `Bearer ${t.trim()}`);
-      cb(null, md);
-    }, (err: Error) => {
-      log.warn('cannot read the service account token', { file, error: err.message });
-      cb(Object.assign(new Error(`cannot read the agent token ${file}: ${err.message}`), { code: grpc.status.UNAUTHENTICATED }));
-    });
-  });
-  return grpc.credentials.combineChannelCredentials(grpc.credentials.createSsl(Buffer.from(o.rootsPem)), token);
+function controllerChannel(o: ConfigClientOptions): GrpcChannel {
+  const common = { address: o.address, rootsPem: o.rootsPem, servername: CONTROLLER_TLS_NAME, keepaliveMs: 10_000, keepaliveTimeoutMs: 5_000 };
+  if (o.certPem !== undefined && o.keyPem !== undefined) return new GrpcChannel({ ...common, certPem: o.certPem, keyPem: o.keyPem });
+  if (o.tokenFile === undefined) throw new AmbitError('ZT_BAD_CREDS', 'the agent needs a client certificate and key, or a token file, to talk to the controller');
+  return new GrpcChannel({ ...common, callHeaders: tokenHeaders(o.tokenFile) });
 }
 
 export class ConfigClient {
   #o: ConfigClientOptions;
-  #client: ControlClient;
-  #stream: Stream | undefined;
+  #channel: GrpcChannel;
+  #stream: GrpcCall | undefined;
   /** type -> name -> version of what the store holds (sent back on reconnect). */
   #versions = new Map<ConfigType, Map<string, string>>(CONFIG_TYPES.map((t) => [t, new Map()]));
   /** types that got their first response on the current stream */
@@ -98,17 +97,7 @@ export class ConfigClient {
 
   constructor(o: ConfigClientOptions) {
     this.#o = o;
-    const creds = controllerCredentials(o);
-    const Client = controlPlaneService();
-    this.#client = new Client(o.address, creds, {
-      'grpc.ssl_target_name_override': CONTROLLER_TLS_NAME,
-      'grpc.initial_reconnect_backoff_ms': o.minBackoffMs ?? 100,
-      'grpc.max_reconnect_backoff_ms': o.maxBackoffMs ?? 5000,
-      'grpc.keepalive_time_ms': 10_000,
-      'grpc.keepalive_timeout_ms': 5_000,
-      'grpc.keepalive_permit_without_calls': 1,
-      'grpc.max_receive_message_length': -1,
-    }) as unknown as ControlClient;
+    this.#channel = controllerChannel(o);
   }
 
   /** True while the config stream is up and has delivered the full state. */
@@ -128,7 +117,7 @@ export class ConfigClient {
     const s = this.#stream;
     this.#stream = undefined;
     s?.cancel();
-    this.#client.close();
+    this.#channel.close();
   }
 
   /** Resolves once the current stream has delivered the full state (immediately if it has). */
@@ -155,31 +144,47 @@ export class ConfigClient {
   }
 
   /** CreateCertificate over the same authenticated channel. */
-  readonly signCsr: CsrSigner = (csrPem, ttlSeconds) =>
-    new Promise((resolve, reject) => {
-      this.#client.CreateCertificate({ csr: csrPem, validity_seconds: Math.max(0, Math.round(ttlSeconds)) }, { deadline: Date.now() + 15_000 }, (err, res) => {
-        if (err || !res) {
-          const code = err?.code === grpc.status.PERMISSION_DENIED || err?.code === grpc.status.UNAUTHENTICATED ? 'ZT_CSR_DENIED'
-            : err?.code === grpc.status.INVALID_ARGUMENT ? 'ZT_CSR_REJECTED' : 'ZT_CONTROLLER_UNAVAILABLE';
-          reject(new AmbitError(code, `controller ${this.#o.address} did not sign the CSR: ${err?.details || errorMessage(err)}`, { cause: err, details: { grpcCode: err?.code } }));
-          return;
-        }
-        resolve({ certChainPem: res.cert_chain, rootsPem: res.roots });
-      });
-    });
+  readonly signCsr: CsrSigner = async (csrPem, ttlSeconds) => {
+    const req = encodeCreateCertificateRequest({ csr: csrPem, validity_seconds: Math.max(0, Math.round(ttlSeconds)) });
+    let reply: Buffer;
+    try {
+      reply = await this.#channel.unary(CREATE_CERTIFICATE_PATH, req, 15_000);
+    } catch (err) {
+      const d = isAmbitError(err) ? err.details : undefined;
+      const status = d?.grpcStatus as number | undefined;
+      const message = (d?.grpcMessage as string | undefined) || errorMessage(err);
+      const code = status === GRPC.PERMISSION_DENIED || status === GRPC.UNAUTHENTICATED ? 'ZT_CSR_DENIED'
+        : status === GRPC.INVALID_ARGUMENT ? 'ZT_CSR_REJECTED' : 'ZT_CONTROLLER_UNAVAILABLE';
+      throw new AmbitError(code, `controller ${this.#o.address} did not sign the CSR: ${message}`, { cause: err, details: { grpcCode: status } });
+    }
+    try {
+      const res = decodeCreateCertificateResponse(reply);
+      return { certChainPem: res.cert_chain, rootsPem: res.roots };
+    } catch (err) {
+      throw new AmbitError('ZT_CONTROLLER_UNAVAILABLE', `controller ${this.#o.address} answered the CSR with a malformed message: ${errorMessage(err)}`, { cause: err });
+    }
+  };
 
   #open(): void {
     if (this.#stopped) return;
-    const stream = this.#client.DeltaConfig();
+    const stream = this.#channel.call(DELTA_CONFIG_PATH);
     this.#stream = stream;
     this.#syncedTypes.clear();
-    stream.on('data', (res: DeltaResponse) => {
-      if (this.#stream === stream) this.#onResponse(stream, res);
+    stream.on('message', (buf: Buffer) => {
+      if (this.#stream !== stream) return;
+      let res: DeltaResponse;
+      try {
+        res = decodeDeltaResponse(buf);
+      } catch (err) {
+        // without its nonce the response cannot even be NACKed: start over on a new stream
+        this.#lost(stream, errorMessage(err));
+        return;
+      }
+      this.#onResponse(stream, res);
     });
-    stream.on('error', (err: grpc.ServiceError) => this.#lost(stream, err.details || err.message));
-    stream.on('end', () => this.#lost(stream, 'controller ended the stream'));
+    stream.on('status', (st: GrpcStatus) => this.#lost(stream, st.code === GRPC.OK ? 'controller ended the stream' : `${grpcStatusName(st.code)}: ${st.message}`));
     for (const type of CONFIG_TYPES) {
-      stream.write({
+      this.#send(stream, {
         type_url: type,
         node: { id: this.#o.node },
         initial_resource_versions: Object.fromEntries(this.#versions.get(type)!),
@@ -189,7 +194,11 @@ export class ConfigClient {
     }
   }
 
-  #lost(stream: Stream, why: string): void {
+  #send(stream: GrpcCall, req: DeltaRequest): void {
+    stream.write(encodeDeltaRequest(req));
+  }
+
+  #lost(stream: GrpcCall, why: string): void {
     if (this.#stream !== stream) return;
     this.#stream = undefined;
     this.#syncedTypes.clear();
@@ -210,15 +219,15 @@ export class ConfigClient {
     this.#retry = setTimeout(() => this.#open(), delay);
   }
 
-  #onResponse(stream: Stream, res: DeltaResponse): void {
+  #onResponse(stream: GrpcCall, res: DeltaResponse): void {
     const type = res.type_url as ConfigType;
     this.stats.responses++;
     this.stats.resourcesReceived += res.resources.length;
     this.stats.removalsReceived += res.removed_resources.length;
     const versions = this.#versions.get(type);
     if (!versions) {
-      stream.write({ type_url: res.type_url, node: { id: this.#o.node }, initial_resource_versions: {}, response_nonce: res.nonce,
-        error_detail: { code: grpc.status.INVALID_ARGUMENT, message: `unknown type ${res.type_url}` }, rejected_resources: [] });
+      this.#send(stream, { type_url: res.type_url, node: { id: this.#o.node }, initial_resource_versions: {}, response_nonce: res.nonce,
+        error_detail: { code: GRPC.INVALID_ARGUMENT, message: `unknown type ${res.type_url}` }, rejected_resources: [] });
       return;
     }
     const decodeErrors: { name: string; reason: string }[] = [];
@@ -248,10 +257,10 @@ export class ConfigClient {
       this.stats.nacksSent++;
       const message = refused.map((r) => `${r.name}: ${r.reason}`).join('; ');
       log.warn('refused config from the controller (NACK); keeping the previous records', { typeUrl: type, refused: refused.length, error: message });
-      stream.write({ type_url: type, node: { id: this.#o.node }, initial_resource_versions: {}, response_nonce: res.nonce,
-        error_detail: { code: grpc.status.INVALID_ARGUMENT, message }, rejected_resources: [...refusedNames] });
+      this.#send(stream, { type_url: type, node: { id: this.#o.node }, initial_resource_versions: {}, response_nonce: res.nonce,
+        error_detail: { code: GRPC.INVALID_ARGUMENT, message }, rejected_resources: [...refusedNames] });
     } else {
-      stream.write({ type_url: type, node: { id: this.#o.node }, initial_resource_versions: {}, response_nonce: res.nonce, rejected_resources: [] });
+      this.#send(stream, { type_url: type, node: { id: this.#o.node }, initial_resource_versions: {}, response_nonce: res.nonce, rejected_resources: [] });
     }
     log.debug('config applied', { typeUrl: type, upserts: res.resources.length, removed: removed.length, version: res.system_version });
 

@@ -1,16 +1,17 @@
 /**
  * The agent's Prometheus endpoint: 0.0.0.0:15020 in the agent's (node) netns, `/metrics` and
  * Istio's `/stats/prometheus` (what Istio's scrape annotations point at). One registry per agent:
- * Istio TCP metrics from the connection tracker plus the process metrics (CPU, memory, event loop,
- * GC) prom-client collects.
+ * Istio TCP metrics from the connection tracker plus the process metrics (CPU, memory, file
+ * descriptors, heap, event loop; process-metrics.ts).
  */
 import { createServer, type Server } from 'node:http';
-import { collectDefaultMetrics, Registry } from 'prom-client';
 import { PORTS } from '../../api/constants.ts';
 import { AmbitError, errorMessage } from '../../shared/errors.ts';
 import { logger } from '../../shared/log.ts';
 import type { StateView } from '../state/store.ts';
 import type { ConnectionTracker } from '../proxy/connections.ts';
+import { registerProcessMetrics } from './process-metrics.ts';
+import { Registry } from './prometheus.ts';
 import { TcpMetrics } from './tcp-metrics.ts';
 
 const log = logger('metrics');
@@ -40,7 +41,7 @@ export interface AgentMetrics {
 
 export async function startAgentMetrics(o: AgentMetricsOptions): Promise<AgentMetrics> {
   const registry = new Registry();
-  if (o.processMetrics ?? true) collectDefaultMetrics({ register: registry });
+  if (o.processMetrics ?? true) registerProcessMetrics(registry);
   const tcp = new TcpMetrics({ registry, state: o.state, cluster: o.cluster, maxLabelSets: o.maxLabelSets });
   const detach = tcp.attach(o.connections);
   const render = async (): Promise<string> => {

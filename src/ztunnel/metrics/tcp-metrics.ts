@@ -7,7 +7,7 @@
  * request direction (client -> server, the record's bytesSent), sent = bytes of the response
  * direction (server -> client, the record's bytesReceived).
  */
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from './prometheus.ts';
 import { logger } from '../../shared/log.ts';
 import type { StateView } from '../state/store.ts';
 import type { ClosedConnection, ConnectionInfo, ConnectionTracker } from '../proxy/connections.ts';
@@ -17,7 +17,8 @@ import { SeriesCap } from './series-cap.ts';
 const log = logger('metrics');
 
 const LABELS = [...TCP_LABEL_NAMES, 'response_flags'] as const;
-type Labels = Record<(typeof LABELS)[number], string>;
+type Label = (typeof LABELS)[number];
+type Labels = Record<Label, string>;
 
 export interface TcpMetricsOptions {
   registry: Registry;
@@ -39,12 +40,12 @@ export class TcpMetrics {
   readonly #cluster: string | undefined;
   readonly #cap: SeriesCap;
   readonly #open = new Map<number, Tracked>();
-  readonly #opened: Counter<string>;
-  readonly #closed: Counter<string>;
-  readonly #failed: Counter<string>;
-  readonly #received: Counter<string>;
-  readonly #sent: Counter<string>;
-  readonly #overflow: Counter<string>;
+  readonly #opened: Counter<Label>;
+  readonly #closed: Counter<Label>;
+  readonly #failed: Counter<Label>;
+  readonly #received: Counter<Label>;
+  readonly #sent: Counter<Label>;
+  readonly #overflow: Counter;
   #tracker: ConnectionTracker | undefined;
 
   constructor(o: TcpMetricsOptions) {
@@ -52,18 +53,18 @@ export class TcpMetrics {
     this.#cluster = o.cluster;
     this.#cap = new SeriesCap(o.maxLabelSets, () =>
       log.warn('metric label sets reached the cap; new ones are counted under labels "overflow"', { cap: this.#cap.max }));
-    const registers = [o.registry];
-    const counter = (name: string, help: string) => new Counter({ name, help, labelNames: LABELS, registers });
+    const registry = o.registry;
+    const counter = (name: string, help: string) => new Counter({ name, help, labelNames: LABELS, registry });
     this.#opened = counter('istio_tcp_connections_opened_total', 'TCP connections opened (every attempt the agent took, refused ones included).');
     this.#closed = counter('istio_tcp_connections_closed_total', 'TCP connections closed; response_flags says how (- ok, DENY by policy, CONNECT could not reach the destination).');
     this.#failed = counter('istio_tcp_connections_failed_total', 'TCP connections that failed: denied by policy (DENY) or never connected to their destination (CONNECT).');
     this.#received = counter('istio_tcp_received_bytes_total', 'Bytes of the request direction (client to server).');
     this.#sent = counter('istio_tcp_sent_bytes_total', 'Bytes of the response direction (server to client).');
-    this.#overflow = new Counter({ name: 'ambit_metrics_overflow_connections_total', help: 'Connections counted under the "overflow" label set because the label-set cap was reached.', registers });
+    this.#overflow = new Counter({ name: 'ambit_metrics_overflow_connections_total', help: 'Connections counted under the "overflow" label set because the label-set cap was reached.', registry });
     const cap = this.#cap;
     const open = this.#open;
-    new Gauge({ name: 'ambit_metrics_label_sets', help: 'TCP metric label sets with their own series.', registers, collect() { this.set(cap.size); } });
-    new Gauge({ name: 'ambit_agent_connections_open', help: 'Connections the agent proxies right now.', registers, collect() { this.set(open.size); } });
+    new Gauge({ name: 'ambit_metrics_label_sets', help: 'TCP metric label sets with their own series.', registry, collect: (g) => g.set(cap.size) });
+    new Gauge({ name: 'ambit_agent_connections_open', help: 'Connections the agent proxies right now.', registry, collect: (g) => g.set(open.size) });
   }
 
   /** Follow a tracker's connections. Returns a function that stops following. */
