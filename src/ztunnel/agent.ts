@@ -8,7 +8,6 @@
  * removes the in-pod rules itself, through its own fd (/proc/<pid>/fd/<n>), and starts or stops
  * the PodProxy. Pod operations are serialised per uid (hand-off, reconciler, DEL).
  */
-import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { PORTS } from '../api/constants.ts';
@@ -32,6 +31,7 @@ import { stateAuthorizer } from './authz/authorizer.ts';
 import { PolicyRechecker } from './authz/recheck.ts';
 import { EnrollmentReconciler } from './enrollment.ts';
 import * as inPodRules from '../cni/in-pod-rules.ts';
+import { createLiteServer, type LiteServer } from '../shared/http-lite.ts';
 
 const log = logger('agent');
 
@@ -96,7 +96,7 @@ export class NodeAgent {
     release: (uid) => this.#locked(uid, () => this.#release(uid)),
   });
   #handoff: PodHandoffServer | undefined;
-  #readiness: Server | undefined;
+  #readiness: LiteServer | undefined;
   #metrics: AgentMetrics | undefined;
   #admin: AdminServer | undefined;
   #ready = false;
@@ -176,6 +176,7 @@ export class NodeAgent {
     await this.#config.stop();
     await this.#metrics?.close();
     await this.#admin?.close();
+    this.#readiness?.closeAllConnections();
     await new Promise<void>((resolve) => (this.#readiness ? this.#readiness.close(() => resolve()) : resolve()));
   }
 
@@ -318,15 +319,14 @@ export class NodeAgent {
     }
   }
 
-  #startReadiness(): Promise<Server> {
-    const server = createServer((req, res) => {
-      if (req.url === '/healthz/ready') {
+  #startReadiness(): Promise<LiteServer> {
+    const server = createLiteServer((req) => {
+      if (req.target === '/healthz/ready') {
         const ok = this.#ready;
-        res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ready\n' : 'starting\n');
-        return;
+        return { status: ok ? 200 : 503, headers: { 'content-type': 'text/plain' }, body: ok ? 'ready\n' : 'starting\n' };
       }
-      res.writeHead(404).end();
-    });
+      return { status: 404 };
+    }, { name: 'agent' });
     return new Promise((resolve, reject) => {
       server.once('error', reject);
       server.listen(this.#opts.readinessPort ?? PORTS.readiness, this.#opts.readinessHost ?? '0.0.0.0', () => resolve(server));

@@ -4,7 +4,7 @@
  * never on the data path: a failing request answers an error and changes nothing.
  */
 import { isIP } from 'node:net';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createLiteServer, type LiteRequest, type LiteResponse, type LiteServer } from '../../shared/http-lite.ts';
 import { PORTS } from '../../api/constants.ts';
 import { AmbitError, errorMessage, isAmbitError } from '../../shared/errors.ts';
 import { logger } from '../../shared/log.ts';
@@ -32,7 +32,7 @@ const INDEX = `ambit node agent admin API
 
 export class AdminServer {
   readonly #opts: AdminServerOptions;
-  #server: Server | undefined;
+  #server: LiteServer | undefined;
 
   constructor(opts: AdminServerOptions) {
     this.#opts = opts;
@@ -45,7 +45,7 @@ export class AdminServer {
   }
 
   async start(): Promise<void> {
-    const server = createServer((req, res) => this.#handle(req, res));
+    const server = createLiteServer((req) => this.#handle(req), { name: 'agent.admin' });
     const host = this.#opts.host ?? '127.0.0.1';
     const port = this.#opts.port ?? PORTS.admin;
     await new Promise<void>((resolve, reject) => {
@@ -64,15 +64,15 @@ export class AdminServer {
     await new Promise<void>((resolve) => s.close(() => resolve()));
   }
 
-  #handle(req: IncomingMessage, res: ServerResponse): void {
-    const url = new URL(req.url ?? '/', 'http://admin');
+  #handle(req: LiteRequest): LiteResponse {
+    const url = new URL(req.target, 'http://admin');
     try {
       switch (url.pathname) {
         case '/':
-          return text(res, 200, INDEX);
+          return text(200, INDEX);
         case '/config_dump':
           onlyMethods(req, ['GET']);
-          return json(res, 200, buildConfigDump(this.#opts));
+          return json(200, buildConfigDump(this.#opts));
         case '/logging':
           onlyMethods(req, ['GET', 'POST']);
           if (req.method === 'POST') {
@@ -84,13 +84,13 @@ export class AdminServer {
             setLogging({ level, format });
             log.info('logging changed', { level: level ?? undefined, format: format ?? undefined });
           }
-          return json(res, 200, loggingState());
+          return json(200, loggingState());
         case '/memory':
           onlyMethods(req, ['GET']);
-          return json(res, 200, memoryReport());
+          return json(200, memoryReport());
         case '/explain':
           onlyMethods(req, ['GET']);
-          return json(res, 200, this.#explain(url.searchParams));
+          return json(200, this.#explain(url.searchParams));
         default:
           throw new AmbitError('ZT_ADMIN_NOT_FOUND', `no admin endpoint ${url.pathname}; see GET / for the list`);
       }
@@ -99,7 +99,7 @@ export class AdminServer {
       const status = code === 'ZT_ADMIN_NOT_FOUND' || code === 'ZT_EXPLAIN_NO_SOURCE' ? 404
         : code === 'ZT_ADMIN_METHOD' ? 405 : isAmbitError(err) ? 400 : 500;
       if (status === 500) log.error('admin request failed', { path: url.pathname, error: errorMessage(err) });
-      json(res, status, { error: { code, message: errorMessage(err) } });
+      return json(status, { error: { code, message: errorMessage(err) } });
     }
   }
 
@@ -120,16 +120,16 @@ export class AdminServer {
   }
 }
 
-function onlyMethods(req: IncomingMessage, methods: string[]): void {
-  if (!methods.includes(req.method ?? '')) {
+function onlyMethods(req: LiteRequest, methods: string[]): void {
+  if (!methods.includes(req.method)) {
     throw new AmbitError('ZT_ADMIN_METHOD', `${req.method} is not allowed here; use ${methods.join(' or ')}`);
   }
 }
 
-function json(res: ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body, null, 2) + '\n');
+function json(status: number, body: unknown): LiteResponse {
+  return { status, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body, null, 2) + '\n' };
 }
 
-function text(res: ServerResponse, status: number, body: string): void {
-  res.writeHead(status, { 'content-type': 'text/plain' }).end(body);
+function text(status: number, body: string): LiteResponse {
+  return { status, headers: { 'content-type': 'text/plain' }, body };
 }

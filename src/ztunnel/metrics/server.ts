@@ -4,7 +4,7 @@
  * Istio TCP metrics from the connection tracker plus the process metrics (CPU, memory, file
  * descriptors, heap, event loop; process-metrics.ts).
  */
-import { createServer, type Server } from 'node:http';
+import { createLiteServer, type LiteServer } from '../../shared/http-lite.ts';
 import { PORTS } from '../../api/constants.ts';
 import { AmbitError, errorMessage } from '../../shared/errors.ts';
 import { logger } from '../../shared/log.ts';
@@ -48,20 +48,18 @@ export async function startAgentMetrics(o: AgentMetricsOptions): Promise<AgentMe
     tcp.sync();
     return registry.metrics();
   };
-  const server: Server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
-    if (req.method !== 'GET' || !PATHS.has(path)) {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('metrics are on /metrics\n');
-      return;
+  const server: LiteServer = createLiteServer((req) => {
+    if (req.method !== 'GET' || !PATHS.has(req.path)) {
+      return { status: 404, headers: { 'content-type': 'text/plain' }, body: 'metrics are on /metrics\n' };
     }
-    render().then(
-      (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
+    return render().then(
+      (text) => ({ status: 200, headers: { 'content-type': registry.contentType }, body: text }),
       (err: unknown) => {
         log.error('cannot render metrics', { error: errorMessage(err) });
-        res.writeHead(500, { 'content-type': 'text/plain' }).end(`${errorMessage(err)}\n`);
+        return { status: 500, headers: { 'content-type': 'text/plain' }, body: `${errorMessage(err)}\n` };
       },
     );
-  });
+  }, { name: 'metrics' });
   const host = o.host ?? '0.0.0.0';
   const port = o.port ?? PORTS.metrics;
   await new Promise<void>((resolve, reject) => {

@@ -5,7 +5,7 @@
  * to the app from inside the pod netns with the client pod's IP as source (IP_TRANSPARENT).
  * Answers: 200 tunnel up, 400 bad authority, 401 denied, 405 not CONNECT, 503 app unreachable.
  */
-import * as http2 from 'node:http2';
+import type * as http2 from 'node:http2';
 import * as tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { PORTS } from '../../api/constants.ts';
@@ -18,6 +18,7 @@ import { isLocalAddress, localWorkload, workloadName } from './context.ts';
 import type { ProxyContext } from './context.ts';
 import { unmapV4 } from './decide.ts';
 import { H2Session } from '../h2/session.ts';
+import { E_INTERNAL_ERROR } from '../h2/frames.ts';
 import { connectionWindow, h2Settings, HBONE_H2, H2_MAX_SESSION_MEMORY, leanSessionOptions } from './h2-settings.ts';
 import { pipeBoth } from './pipe.ts';
 import { connectToApp } from './app-connect.ts';
@@ -27,7 +28,6 @@ import { formatAddr, parseAddr } from './types.ts';
 const log = logger('inbound');
 /** The agent's own listeners in the pod: a CONNECT to them would loop back into us. */
 const AGENT_PORTS = new Set<number>([PORTS.outbound, PORTS.inboundPlaintext, PORTS.hbone]);
-const { HTTP2_HEADER_METHOD, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS } = http2.constants;
 
 /** Peer identity per HTTP/2 session (the certificate is parsed once). */
 const peers = new WeakMap<object, string>();
@@ -92,7 +92,7 @@ function createLeanServer(ctx: ProxyContext, creds: TlsCredentials): tls.Server 
     session.on('stream', (stream: ServerStream, headers: http2.IncomingHttpHeaders) => {
       handleStream(ctx, stream, headers, ss).catch((err) => {
         log.error('inbound handler failed', { error: errorMessage(err) });
-        if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+        if (!stream.destroyed) stream.close(E_INTERNAL_ERROR);
       });
     });
     server.emit('session', session);
@@ -104,7 +104,8 @@ function createLeanServer(ctx: ProxyContext, creds: TlsCredentials): tls.Server 
 }
 
 function createNodeServer(ctx: ProxyContext, creds: TlsCredentials): http2.Http2SecureServer {
-  const server = http2.createSecureServer({
+  // Loaded only in this mode: node:http2 (and the node:http it pulls in) costs the lean agent RSS.
+  const server = process.getBuiltinModule('node:http2').createSecureServer({
     ...serverOptions(creds),
     allowHTTP1: false,
     settings: h2Settings(),
@@ -128,7 +129,7 @@ function createNodeServer(ctx: ProxyContext, creds: TlsCredentials): http2.Http2
     const ss: StreamSession = { key: session, socket: tlsSocketOf(session), destroy: () => session.destroy() };
     handleStream(ctx, stream, headers, ss).catch((err) => {
       log.error('inbound handler failed', { error: errorMessage(err) });
-      if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      if (!stream.destroyed) stream.close(E_INTERNAL_ERROR);
     });
   });
   server.on('tlsClientError', (err, sock) => {
@@ -156,15 +157,15 @@ async function handleStream(ctx: ProxyContext, stream: ServerStream, headers: ht
   stream.on('error', () => {}); // reported through the connection record once piped
   const reply = (status: number): void => {
     if (stream.destroyed || stream.headersSent) return;
-    stream.respond({ [HTTP2_HEADER_STATUS]: status }, { endStream: true });
+    stream.respond({ ':status': status }, { endStream: true });
   };
-  if (headers[HTTP2_HEADER_METHOD] !== 'CONNECT') return reply(405);
+  if (headers[':method'] !== 'CONNECT') return reply(405);
   const sock = session.socket;
   const srcIdentity = peerIdentity(session, ctx.trustDomain);
   if (!srcIdentity) return void session.destroy(); // handshake check failed: no stream is served
   const srcIp = unmapV4(sock.remoteAddress ?? '');
   const srcPort = sock.remotePort ?? 0;
-  const authority = String(headers[HTTP2_HEADER_AUTHORITY] ?? '');
+  const authority = String(headers[':authority'] ?? '');
   const target = parseAddr(authority);
   const me = localWorkload(ctx);
   const srcWorkload = ctx.state.workloadByAddress(srcIp);
@@ -203,6 +204,6 @@ async function handleStream(ctx: ProxyContext, stream: ServerStream, headers: ht
     app.destroy();
     return;
   }
-  stream.respond({ [HTTP2_HEADER_STATUS]: 200 }, { endStream: false });
+  stream.respond({ ':status': 200 }, { endStream: false });
   pipeBoth(stream, app, rec);
 }

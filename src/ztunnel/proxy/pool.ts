@@ -6,7 +6,6 @@
  * Up to 100 concurrent streams per session, then another session; idle sessions close after 5 min;
  * a PING every 10 s notices dead peers.
  */
-import * as http2 from 'node:http2';
 import * as tls from 'node:tls';
 import type { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
@@ -16,6 +15,7 @@ import { hboneClientOptions, verifyHboneServer } from '../../shared/tls.ts';
 import type { TlsCredentials } from '../../shared/tls.ts';
 import type { Workload } from '../../api/mesh.ts';
 import { H2Session } from '../h2/session.ts';
+import { E_CANCEL } from '../h2/frames.ts';
 import { connectionWindow, h2Settings, HBONE_H2, H2_MAX_SESSION_MEMORY, H2_MAX_STREAMS, leanSessionOptions } from './h2-settings.ts';
 import { formatAddr, parseAddr } from './types.ts';
 import type { Addr, HboneRoute, LocalPod, PodSockets } from './types.ts';
@@ -267,7 +267,8 @@ export class HbonePool {
     const session: ClientSession =
       HBONE_H2 === 'lean'
         ? new H2Session(sock, true, leanSessionOptions())
-        : (http2.connect(`https://${route.hboneAddress}`, {
+        // node:http2 is loaded only in this comparison mode (its RSS is not paid by the lean agent).
+        : (process.getBuiltinModule('node:http2').connect(`https://${route.hboneAddress}`, {
             createConnection: () => sock,
             settings: h2Settings(),
             maxSessionMemory: H2_MAX_SESSION_MEMORY,
@@ -317,7 +318,7 @@ export class HbonePool {
 function awaitResponse(stream: ClientStream, route: HboneRoute, timeoutMs: number): Promise<Duplex> {
   return new Promise<Duplex>((resolve, reject) => {
     const timer = setTimeout(() => {
-      stream.close(http2.constants.NGHTTP2_CANCEL);
+      stream.close(E_CANCEL);
       reject(new AmbitError('ZT_HBONE_TIMEOUT', `no response to CONNECT ${route.target} via ${route.hboneAddress} within ${timeoutMs} ms`));
     }, timeoutMs);
     const onError = (err: Error): void => {
@@ -335,7 +336,7 @@ function awaitResponse(stream: ClientStream, route: HboneRoute, timeoutMs: numbe
       stream.on('error', () => {});
       const status = Number(headers[':status']);
       if (status === 200) return resolve(stream);
-      stream.close(http2.constants.NGHTTP2_CANCEL);
+      stream.close(E_CANCEL);
       stream.resume();
       reject(
         new AmbitError(`ZT_HBONE_${status}`, `peer ${route.hboneAddress} answered ${status} to CONNECT ${route.target} (${statusText(status)})`, {
