@@ -10,10 +10,11 @@ RUN apt-get update -qq \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/ambit
 # Dependencies first, so a source change does not reinstall them. The install script builds the
-# addon (scripts/build-native.sh), so its sources come along.
+# addon (scripts/build-native.sh) and warms the type-strip cache, so their sources come along.
 COPY package.json package-lock.json ./
-COPY scripts/build-native.sh scripts/
+COPY scripts/build-native.sh scripts/warm-ts-cache.sh scripts/
 COPY src/native/ src/native/
+COPY src/boot/ src/boot/
 RUN npm ci --omit=dev --no-audit --no-fund --loglevel=error \
  && rm -rf src/native/build/Release/obj.target src/native/build/Release/.deps ~/.npm ~/.cache
 COPY bin/ bin/
@@ -22,7 +23,6 @@ COPY src/ src/
 # Sources replaced src/native/build; keep the addon that npm ci built.
 RUN test -f src/native/build/Release/ambit_native.node || npm run install
 # Sources with their types stripped, so no process loads Node's TypeScript stripper (~20 MB each).
-COPY scripts/warm-ts-cache.sh scripts/
 RUN bash scripts/warm-ts-cache.sh
 ARG VERSION=0.1.0
 # Version + content hash: the CNI installer keeps one host copy per distinct image.
