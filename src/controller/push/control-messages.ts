@@ -4,7 +4,7 @@
  * the controller's responses with it; test/unit/pb-codec.test.ts proves it against proto-loader's
  * encoding of the same protos, so a change to a .proto must be mirrored here.
  */
-import { decodeMessage, encodeMessage, enumType, messageType, type FieldDef, type PbObject } from './pb-codec.ts';
+import { decodeMessage, encodeMessage, enumType, messageType, type FieldDef, type MessageType, type PbObject } from './pb-codec.ts';
 import type {
   CreateCertificateRequest, CreateCertificateResponse, DeltaRequest, DeltaResponse,
 } from './wire-records.ts';
@@ -90,27 +90,22 @@ export const CONTROL_MESSAGES = {
   CreateCertificateRequest: CreateCertificateRequestType, CreateCertificateResponse: CreateCertificateResponseType,
 };
 
-export function encodeDeltaRequest(m: DeltaRequest): Buffer {
-  return encodeMessage(DeltaRequestType, m as unknown as PbObject);
+/** Typed encode/decode for one top-level message (the codec works on plain objects). */
+function codec<T>(type: MessageType): { encode(m: T): Buffer; decode(b: Uint8Array): T } {
+  return {
+    encode: (m) => encodeMessage(type, m as unknown as PbObject),
+    decode: (b) => decodeMessage(type, b) as unknown as T,
+  };
 }
-export function decodeDeltaRequest(b: Uint8Array): DeltaRequest {
-  return decodeMessage(DeltaRequestType, b) as unknown as DeltaRequest;
-}
-export function encodeDeltaResponse(m: DeltaResponse): Buffer {
-  return encodeMessage(DeltaResponseType, m as unknown as PbObject);
-}
-export function decodeDeltaResponse(b: Uint8Array): DeltaResponse {
-  return decodeMessage(DeltaResponseType, b) as unknown as DeltaResponse;
-}
-export function encodeCreateCertificateRequest(m: CreateCertificateRequest): Buffer {
-  return encodeMessage(CreateCertificateRequestType, m as unknown as PbObject);
-}
-export function decodeCreateCertificateRequest(b: Uint8Array): CreateCertificateRequest {
-  return decodeMessage(CreateCertificateRequestType, b) as unknown as CreateCertificateRequest;
-}
-export function encodeCreateCertificateResponse(m: CreateCertificateResponse): Buffer {
-  return encodeMessage(CreateCertificateResponseType, m as unknown as PbObject);
-}
-export function decodeCreateCertificateResponse(b: Uint8Array): CreateCertificateResponse {
-  return decodeMessage(CreateCertificateResponseType, b) as unknown as CreateCertificateResponse;
-}
+const deltaRequest = codec<DeltaRequest>(DeltaRequestType);
+const deltaResponse = codec<DeltaResponse>(DeltaResponseType);
+const certRequest = codec<CreateCertificateRequest>(CreateCertificateRequestType);
+const certResponse = codec<CreateCertificateResponse>(CreateCertificateResponseType);
+export const encodeDeltaRequest = deltaRequest.encode;
+export const decodeDeltaRequest = deltaRequest.decode;
+export const encodeDeltaResponse = deltaResponse.encode;
+export const decodeDeltaResponse = deltaResponse.decode;
+export const encodeCreateCertificateRequest = certRequest.encode;
+export const decodeCreateCertificateRequest = certRequest.decode;
+export const encodeCreateCertificateResponse = certResponse.encode;
+export const decodeCreateCertificateResponse = certResponse.decode;
