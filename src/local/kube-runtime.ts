@@ -30,6 +30,8 @@ import { join } from 'node:path';
 const log = logger('local.kubelet');
 const FIELD_MANAGER = 'ambit-local';
 const HEARTBEAT_MS = 10_000;
+/** A kubelet's default node lease duration. */
+const LEASE_SECONDS = 40;
 
 export interface KubeRuntimeOptions {
   instance: string;
@@ -140,21 +142,51 @@ export class KubeRuntime {
       metadata: { name: n.name, labels: { 'kubernetes.io/hostname': n.name, 'kubernetes.io/os': 'linux' }, annotations: { [NETNS_ANNOTATION]: n.netns } },
       spec: { podCIDR: n.podCidr, podCIDRs: [n.podCidr] },
     };
+    let created: { metadata: { uid?: string } } | undefined;
     try {
-      await this.client.request('POST', '/api/v1/nodes', node);
+      created = await this.client.request('POST', '/api/v1/nodes', node);
     } catch (err) {
       if (statusOf(err) !== 409) throw new AmbitError('LOCAL_KUBE_NODE', `cannot register node ${n.name} with the API server: ${errorMessage(err)}`, { cause: err });
     }
     await this.client.request('PATCH', `/api/v1/nodes/${n.name}/status`, { status: this.#nodeStatus(n) }, { contentType: MERGE_PATCH });
+    const uid = created?.metadata.uid ?? (await this.client.request<{ metadata: { uid: string } }>('GET', `/api/v1/nodes/${n.name}`)).metadata.uid;
+    await this.#renewLease(n, uid);
     log.info('node registered', { node: n.name, podCIDR: n.podCidr });
   }
 
-  /** kube-controller-manager marks a node whose status stops moving NotReady and evicts its pods. */
+  /**
+   * The node's Lease in kube-node-lease, renewed with every heartbeat as a kubelet does: the node
+   * lifecycle controller takes a renewed lease as the node being alive. Owned by the Node, so it
+   * goes when the Node does. Created by apply, renewed by a merge patch of renewTime (a later apply
+   * without the ownerReferences would drop them).
+   */
+  async #renewLease(n: NodeInfo, nodeUid?: string): Promise<void> {
+    const path = `/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/${n.name}`;
+    const renewTime = new Date().toISOString().replace('Z', '000Z'); // MicroTime
+    if (!nodeUid) {
+      try {
+        await this.client.request('PATCH', path, { spec: { renewTime } }, { contentType: MERGE_PATCH });
+        return;
+      } catch (err) {
+        if (statusOf(err) !== 404) throw err;
+        nodeUid = (await this.client.request<{ metadata: { uid: string } }>('GET', `/api/v1/nodes/${n.name}`)).metadata.uid;
+      }
+    }
+    const lease = {
+      apiVersion: 'coordination.k8s.io/v1', kind: 'Lease',
+      metadata: { name: n.name, namespace: 'kube-node-lease', ownerReferences: [{ apiVersion: 'v1', kind: 'Node', name: n.name, uid: nodeUid }] },
+      spec: { holderIdentity: n.name, leaseDurationSeconds: LEASE_SECONDS, renewTime },
+    };
+    await this.client.request('PATCH', `${path}?fieldManager=${FIELD_MANAGER}&force=true`, lease, { contentType: 'application/apply-patch+yaml' });
+  }
+
+  /** kube-controller-manager marks a node whose status and lease stop moving NotReady and evicts its pods. */
   async #heartbeat(): Promise<void> {
     for (const n of this.nodes) {
       if (this.#stopped) return;
       await this.client.request('PATCH', `/api/v1/nodes/${n.name}/status`, { status: this.#nodeStatus(n) }, { contentType: MERGE_PATCH })
         .catch((err) => log.warn('node heartbeat failed', { node: n.name, error: errorMessage(err) }));
+      await this.#renewLease(n).catch((err) => log.warn('node lease renewal failed', { node: n.name, error: errorMessage(err) }));
     }
   }
 

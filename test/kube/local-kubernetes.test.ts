@@ -67,7 +67,7 @@ describe(`ambit local up --kubernetes (instance ${INSTANCE})`, () => {
   });
   after(() => { ambit(['down']); });
 
-  it('starts the control plane and registers the nodes as Ready Node objects', () => {
+  it('starts the control plane and registers the nodes as Ready Node objects with renewed Leases', async () => {
     const up = ambit(['up', '--kubernetes', '--nodes', '2']);
     assert.equal(up.code, 0, up.stdout + up.stderr + hint());
     assert.match(up.stdout, /Kubernetes API server/);
@@ -79,6 +79,20 @@ describe(`ambit local up --kubernetes (instance ${INSTANCE})`, () => {
       assert.match(n.spec.podCIDR, /^10\.244\.\d+\.0\/24$/);
       assert.ok(n.status.addresses.some((a) => a.type === 'InternalIP' && /^10\.250\./.test(a.address)));
       assert.ok(n.status.conditions.some((c) => c.type === 'Ready' && c.status === 'True'));
+    }
+    // Each node renews its Lease as a kubelet does (every 10 s), owned by its Node throughout.
+    type Lease = { metadata: { name: string; ownerReferences?: { kind: string; name: string }[] }; spec: { holderIdentity: string; renewTime: string } };
+    const leases = () => (JSON.parse(kubectlOk(['get', 'leases', '-n', 'kube-node-lease', '-o', 'json'])) as { items: Lease[] }).items;
+    const first = leases();
+    await new Promise((r) => setTimeout(r, 11_000));
+    const later = leases();
+    for (const name of ['node-1', 'node-2']) {
+      const was = first.find((x) => x.metadata.name === name);
+      const l = later.find((x) => x.metadata.name === name);
+      assert.ok(was && l, `Lease kube-node-lease/${name}${hint()}`);
+      assert.equal(l.spec.holderIdentity, name);
+      assert.ok(Date.parse(l.spec.renewTime) > Date.parse(was.spec.renewTime), `renewed: ${was.spec.renewTime} -> ${l.spec.renewTime}`);
+      assert.deepEqual(l.metadata.ownerReferences?.map((o) => `${o.kind}/${o.name}`), [`Node/${name}`]);
     }
     // With the mesh on, its CRDs are installed (policies can be applied with kubectl).
     kubectlOk(['get', 'authorizationpolicies.security.istio.io', '-A']);
