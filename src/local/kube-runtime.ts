@@ -23,15 +23,14 @@ import { NETNS_ANNOTATION, type ApplyOutcome, type ObjectResult } from './runtim
 import { createSandbox, destroySandbox } from './sandbox.ts';
 import { validatePodSpec } from './objects.ts';
 import { startApiRelay, type ApiRelay } from './kube/api-relay.ts';
-import { CniCredentials } from './kube-cni-credentials.ts';
+import { CniCredentials } from './kube/cni-credentials.ts';
+import { renewNodeLease } from './kube/node-lease.ts';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
 const log = logger('local.kubelet');
 const FIELD_MANAGER = 'ambit-local';
 const HEARTBEAT_MS = 10_000;
-/** A kubelet's default node lease duration. */
-const LEASE_SECONDS = 40;
 
 export interface KubeRuntimeOptions {
   instance: string;
@@ -150,34 +149,8 @@ export class KubeRuntime {
     }
     await this.client.request('PATCH', `/api/v1/nodes/${n.name}/status`, { status: this.#nodeStatus(n) }, { contentType: MERGE_PATCH });
     const uid = created?.metadata.uid ?? (await this.client.request<{ metadata: { uid: string } }>('GET', `/api/v1/nodes/${n.name}`)).metadata.uid;
-    await this.#renewLease(n, uid);
+    await renewNodeLease(this.client, n.name, FIELD_MANAGER, uid);
     log.info('node registered', { node: n.name, podCIDR: n.podCidr });
-  }
-
-  /**
-   * The node's Lease in kube-node-lease, renewed with every heartbeat as a kubelet does: the node
-   * lifecycle controller takes a renewed lease as the node being alive. Owned by the Node, so it
-   * goes when the Node does. Created by apply, renewed by a merge patch of renewTime (a later apply
-   * without the ownerReferences would drop them).
-   */
-  async #renewLease(n: NodeInfo, nodeUid?: string): Promise<void> {
-    const path = `/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/${n.name}`;
-    const renewTime = new Date().toISOString().replace('Z', '000Z'); // MicroTime
-    if (!nodeUid) {
-      try {
-        await this.client.request('PATCH', path, { spec: { renewTime } }, { contentType: MERGE_PATCH });
-        return;
-      } catch (err) {
-        if (statusOf(err) !== 404) throw err;
-        nodeUid = (await this.client.request<{ metadata: { uid: string } }>('GET', `/api/v1/nodes/${n.name}`)).metadata.uid;
-      }
-    }
-    const lease = {
-      apiVersion: 'coordination.k8s.io/v1', kind: 'Lease',
-      metadata: { name: n.name, namespace: 'kube-node-lease', ownerReferences: [{ apiVersion: 'v1', kind: 'Node', name: n.name, uid: nodeUid }] },
-      spec: { holderIdentity: n.name, leaseDurationSeconds: LEASE_SECONDS, renewTime },
-    };
-    await this.client.request('PATCH', `${path}?fieldManager=${FIELD_MANAGER}&force=true`, lease, { contentType: 'application/apply-patch+yaml' });
   }
 
   /** kube-controller-manager marks a node whose status and lease stop moving NotReady and evicts its pods. */
@@ -186,7 +159,7 @@ export class KubeRuntime {
       if (this.#stopped) return;
       await this.client.request('PATCH', `/api/v1/nodes/${n.name}/status`, { status: this.#nodeStatus(n) }, { contentType: MERGE_PATCH })
         .catch((err) => log.warn('node heartbeat failed', { node: n.name, error: errorMessage(err) }));
-      await this.#renewLease(n).catch((err) => log.warn('node lease renewal failed', { node: n.name, error: errorMessage(err) }));
+      await renewNodeLease(this.client, n.name, FIELD_MANAGER).catch((err) => log.warn('node lease renewal failed', { node: n.name, error: errorMessage(err) }));
     }
   }
 

@@ -6,14 +6,14 @@
  */
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { KubeObject } from '../api/k8s.ts';
-import { readManifestPath } from '../api/manifests.ts';
-import { writePluginKubeconfig, PLUGIN_KUBECONFIG_NAME, type PluginKubeconfig } from '../cni/installer/plugin-kubeconfig.ts';
-import type { KubeClient } from '../controller/sources/kube/client.ts';
-import { statusOf } from '../controller/sources/kube/client.ts';
-import { AmbitError, errorMessage } from '../shared/errors.ts';
-import { logger } from '../shared/log.ts';
-import { PACKAGE_ROOT } from './instance.ts';
+import type { KubeObject } from '../../api/k8s.ts';
+import { readManifestPath } from '../../api/manifests.ts';
+import { writePluginKubeconfig, PLUGIN_KUBECONFIG_NAME, type PluginKubeconfig } from '../../cni/installer/plugin-kubeconfig.ts';
+import type { KubeClient } from '../../controller/sources/kube/client.ts';
+import { statusOf } from '../../controller/sources/kube/client.ts';
+import { AmbitError, errorMessage } from '../../shared/errors.ts';
+import { logger } from '../../shared/log.ts';
+import { PACKAGE_ROOT } from '../instance.ts';
 
 const log = logger('local.cni-credentials');
 export const CNI_NAMESPACE = 'ambit-system';
