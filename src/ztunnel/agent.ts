@@ -112,6 +112,8 @@ export class NodeAgent {
       rootsPem: opts.rootsPem,
       tokenFile: opts.tokenFile,
       store: this.#store,
+      // New roots are trusted as soon as the controller says so, not only with the next certificate.
+      onTrustBundle: (rootsPem) => this.#certs.adoptTrustBundle(rootsPem),
     });
     this.#certs = new CertificateManager({ signer: this.#config.signCsr, trustDomain: opts.trustDomain });
     this.#pool = new HbonePool();

@@ -99,7 +99,7 @@ const peerAuth: PeerAuthenticationRecord = {
 
 function sampleResponse(): DeltaResponse {
   return {
-    type_url: 'type.ambit.dev/ambit.v1.Workload', system_version: 'v-1', nonce: '42', removed_resources: ['gone', ''],
+    type_url: 'type.ambit.dev/ambit.v1.Workload', system_version: 'v-1', nonce: '42', removed_resources: ['gone', ''], trust_bundle: '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n',
     resources: [
       { name: 'uid-1', version: 'a', workload: workloadToPb(workload) },
       { name: 'uid-2', version: 'b', workload: workloadToPb(bareWorkload) },

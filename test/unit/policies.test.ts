@@ -308,7 +308,7 @@ test('policy records survive the protobuf wire unchanged', () => {
   ]).peerAuthentications;
   const svc = controlPlaneService().service.DeltaConfig;
   const res: DeltaResponse = {
-    type_url: 't', system_version: 'v', nonce: '1', removed_resources: [],
+    type_url: 't', system_version: 'v', nonce: '1', removed_resources: [], trust_bundle: '',
     resources: [
       ...authz.map((a) => ({ name: `${a.namespace}/${a.name}`, version: '1', authorization: authorizationToPb(a) })),
       ...peers.map((p) => ({ name: `${p.namespace}/${p.name}`, version: '1', peer_authentication: peerAuthenticationToPb(p) })),

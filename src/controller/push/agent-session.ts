@@ -53,6 +53,7 @@ export class AgentSession {
   #call: Call;
   #current: (type: ConfigType) => TypeSnapshot | undefined;
   #emit: (e: PushEvent) => void;
+  #trustBundle: () => string;
   #subs = new Map<ConfigType, Subscription>();
   /** Subscriptions that arrived before the controller had its first config. */
   #waiting = new Set<ConfigType>();
@@ -61,12 +62,13 @@ export class AgentSession {
   #nacks = 0;
   #closed = false;
 
-  constructor(o: { node: string; call: Call; current: (type: ConfigType) => TypeSnapshot | undefined; emit: (e: PushEvent) => void }) {
+  constructor(o: { node: string; call: Call; current: (type: ConfigType) => TypeSnapshot | undefined; emit: (e: PushEvent) => void; trustBundle: () => string }) {
     this.node = o.node;
     this.#call = o.call;
     this.peer = o.call.getPeer();
     this.#current = o.current;
     this.#emit = o.emit;
+    this.#trustBundle = o.trustBundle;
   }
 
   get closed(): boolean { return this.#closed; }
@@ -175,7 +177,7 @@ export class AgentSession {
     if (!force && resources.length === 0 && removed.length === 0) return;
     const nonce = `${++this.#nonce}`;
     this.#pending.set(nonce, { type, changes });
-    this.#call.write({ type_url: type, system_version: cur.systemVersion, resources, removed_resources: removed, nonce });
+    this.#call.write({ type_url: type, system_version: cur.systemVersion, resources, removed_resources: removed, nonce, trust_bundle: this.#trustBundle() });
     this.#emit({ kind: 'response', node: this.node, typeUrl: type, nonce, resources: resources.map((r) => r.name), removed });
   }
 }

@@ -78,7 +78,7 @@ const Resource = messageType('Resource', [
 ]);
 const DeltaResponseType = messageType('DeltaResponse', [
   s('type_url', 1), s('system_version', 2), { name: 'resources', no: 3, type: Resource, repeated: true },
-  list('removed_resources', 4), s('nonce', 5),
+  list('removed_resources', 4), s('nonce', 5), s('trust_bundle', 6),
 ]);
 const CreateCertificateRequestType = messageType('CreateCertificateRequest', [s('csr', 1), u32('validity_seconds', 2)]);
 const CreateCertificateResponseType = messageType('CreateCertificateResponse', [s('cert_chain', 1), s('roots', 2)]);

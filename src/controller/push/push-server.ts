@@ -206,7 +206,7 @@ export class PushServer {
   }
 
   #serve(call: grpc.ServerDuplexStream<DeltaRequest, DeltaResponse>, { node, via }: Caller): void {
-    const session = new AgentSession({ node, call, current: (t) => this.#current.get(t), emit: this.#emit });
+    const session = new AgentSession({ node, call, current: (t) => this.#current.get(t), emit: this.#emit, trustBundle: () => this.#o.ca.rootCertPem });
     this.#sessions.add(session);
     log.info('agent connected', { node, peer: session.peer });
     const done = (why: string) => {

@@ -64,6 +64,8 @@ export interface DeltaRequest {
 }
 export interface DeltaResponse {
   type_url: string; system_version: string; resources: PbResource[]; removed_resources: string[]; nonce: string;
+  /** PEM roots; empty from a controller that does not send them. */
+  trust_bundle: string;
 }
 export interface CreateCertificateRequest { csr: string; validity_seconds: number }
 export interface CreateCertificateResponse { cert_chain: string; roots: string }

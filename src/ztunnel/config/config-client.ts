@@ -23,7 +23,7 @@ import {
 } from '../../controller/push/control-messages.ts';
 import { GRPC, GrpcChannel, grpcStatusName, type GrpcCall, type GrpcStatus } from './grpc-client.ts';
 import type { StateDelta, StateStore } from '../state/store.ts';
-import type { CsrSigner } from '../identity/credentials.ts';
+import { validateRoots, type CsrSigner } from '../identity/credentials.ts';
 
 const log = logger('agent.config');
 
@@ -56,6 +56,8 @@ export interface ConfigClientOptions {
   /** Reconnect backoff bounds (default 100 ms .. 5 s). */
   minBackoffMs?: number;
   maxBackoffMs?: number;
+  /** The controller's trust bundle (PEM roots) whenever a response carries one that differs from the last. */
+  onTrustBundle?: (rootsPem: string) => void;
 }
 
 /** Per-call credentials: the token file, read on every call (the kubelet rotates it). */
@@ -79,6 +81,8 @@ function controllerChannel(o: ConfigClientOptions): GrpcChannel {
 
 export class ConfigClient {
   #o: ConfigClientOptions;
+  /** The last trust bundle the controller sent (its PEM text). */
+  #trustBundle = '';
   #channel: GrpcChannel;
   #stream: GrpcCall | undefined;
   /** type -> name -> version of what the store holds (sent back on reconnect). */
@@ -219,9 +223,32 @@ export class ConfigClient {
     this.#retry = setTimeout(() => this.#open(), delay);
   }
 
+  /**
+   * A new trust bundle: the agent's identities take it (onTrustBundle), and the next connection to
+   * the controller also accepts a server certificate from its roots, so a controller that moved to a
+   * new root (after announcing it) is still reachable. A bundle the agent refuses changes neither.
+   */
+  #takeTrustBundle(bundle: string): void {
+    this.#trustBundle = bundle;
+    let roots: string;
+    try {
+      roots = validateRoots(bundle);
+    } catch (err) {
+      log.warn('trust bundle from the controller not taken', { error: errorMessage(err) });
+      return;
+    }
+    this.#channel.setRoots(this.#o.rootsPem + roots);
+    try {
+      this.#o.onTrustBundle?.(roots);
+    } catch (err) {
+      log.warn('trust bundle from the controller not taken by the identities', { error: errorMessage(err) });
+    }
+  }
+
   #onResponse(stream: GrpcCall, res: DeltaResponse): void {
     const type = res.type_url as ConfigType;
     this.stats.responses++;
+    if (res.trust_bundle && res.trust_bundle !== this.#trustBundle) this.#takeTrustBundle(res.trust_bundle);
     this.stats.resourcesReceived += res.resources.length;
     this.stats.removalsReceived += res.removed_resources.length;
     const versions = this.#versions.get(type);

@@ -86,6 +86,11 @@ export class GrpcChannel {
     });
   }
 
+  /** Roots that verify the server from the next connection on (the open one is not touched). */
+  setRoots(rootsPem: string): void {
+    this.#o = { ...this.#o, rootsPem };
+  }
+
   /** No new calls; the connection closes once the calls on it are done. */
   close(): void {
     this.#closed = true;

@@ -20,7 +20,7 @@ import { AmbitError, errorMessage } from '../../shared/errors.ts';
 import { logger } from '../../shared/log.ts';
 import { isValidNamespace, isValidServiceAccount, isValidTrustDomain } from '../../shared/tls.ts';
 import { createCsr } from './csr.ts';
-import { validateIssued, type Credentials, type CsrSigner } from './credentials.ts';
+import { validateIssued, validateRoots, type Credentials, type CsrSigner } from './credentials.ts';
 import { anchoredBy, rootFingerprints } from './trust-bundle.ts';
 
 export type { Credentials, CsrSigner } from './credentials.ts';
@@ -125,6 +125,14 @@ export class CertificateManager {
 
   /** The current trust bundle (PEM roots), once any certificate was issued. */
   get trustBundle(): string | undefined { return this.#roots; }
+
+  /**
+   * The controller's trust bundle, pushed with its config: taken like the roots of an issuance, so a
+   * new root is trusted as soon as the agent is connected. Throws ID_BAD_BUNDLE (bundle unchanged).
+   */
+  adoptTrustBundle(rootsPem: string): void {
+    this.#adoptRoots(validateRoots(rootsPem), 'controller');
+  }
 
   /** Called with the new roots whenever the trust bundle changes (after identities were re-based). */
   onTrustBundle(cb: (rootsPem: string) => void): () => void {

@@ -32,6 +32,26 @@ function badCert(identity: string, msg: string, cause?: unknown): AmbitError {
   return new AmbitError('ID_BAD_CERT', `certificate returned for ${identity} rejected: ${msg}`, cause === undefined ? undefined : { cause });
 }
 
+/**
+ * A trust bundle pushed by the controller: at least one certificate, every one a CA, all parsable.
+ * Returns it normalised as validateIssued normalises the roots of an issuance (equal text, equal bundle).
+ */
+export function validateRoots(rootsPem: string): string {
+  const pems = splitCerts(rootsPem);
+  const bad = (msg: string, cause?: unknown) => new AmbitError('ID_BAD_BUNDLE', `trust bundle from the controller rejected: ${msg}; the previous bundle stays`, cause === undefined ? undefined : { cause });
+  if (pems.length === 0) throw bad('it holds no PEM certificate');
+  pems.forEach((p, i) => {
+    let c: crypto.X509Certificate;
+    try {
+      c = new crypto.X509Certificate(p);
+    } catch (err) {
+      throw bad(`certificate ${i} is unparsable (${(err as Error).message})`, err);
+    }
+    if (!c.ca) throw bad(`certificate ${i} (${c.subject.replace(/\n/g, ', ')}) is not a CA certificate`);
+  });
+  return pems.join('');
+}
+
 /** Checks a signer's answer for `identity` + our `keyPem` and builds the Credentials. */
 export function validateIssued(identity: string, keyPem: string, res: { certChainPem: string; rootsPem: string }, now = Date.now()): Credentials {
   if (!res || typeof res.certChainPem !== 'string' || typeof res.rootsPem !== 'string') throw badCert(identity, 'the signer returned no certificate chain/roots');
