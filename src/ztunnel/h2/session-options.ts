@@ -10,6 +10,6 @@ export interface H2SessionOptions {
   maxConcurrentStreams?: number;
   /** Largest DATA frame we send (capped by the peer's SETTINGS_MAX_FRAME_SIZE). */
   maxSendFrame?: number;
-  /** How a DATA frame's header and payload reach the socket (measurements): concat | cork | separate. */
+  /** How a DATA frame's header and payload reach the socket: auto (default) | concat | cork | separate. */
   dataWrite?: string;
 }

@@ -91,7 +91,7 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
       maxFrameSize: Math.max(DEFAULT_MAX_FRAME, Math.min(MAX_ALLOWED_FRAME, options.maxFrameSize ?? 1024 * 1024)),
       maxConcurrentStreams: options.maxConcurrentStreams ?? 100,
       maxSendFrame: options.maxSendFrame ?? MAX_ALLOWED_FRAME,
-      dataWrite: options.dataWrite ?? 'cork',
+      dataWrite: options.dataWrite ?? 'auto',
     };
     this.#nextStreamId = isClient ? 1 : 2;
     this.#prefaceLeft = isClient ? 0 : PREFACE.length;

@@ -1,8 +1,8 @@
 /**
  * The sending half of an HTTP/2 connection: control frames are batched (one socket write per
- * tick), DATA frames go out with their 9-byte header either corked with the payload into one
- * writev (default: one TLS record run, no JS copy), concatenated, or as two writes (measurements,
- * AMBIT_H2_DATA_WRITE). Streams are held back (whenWritable) only once the socket holds more than
+ * tick), DATA frames go out with their 9-byte header either concatenated when small and corked into
+ * one writev when large (default 'auto'), always concatenated, always corked, or as two writes
+ * (measurements, AMBIT_H2_DATA_WRITE). Streams are held back (whenWritable) only once the socket holds more than
  * WRITE_BUFFER bytes: the socket's own 16 KiB high-water mark is below one DATA frame, and
  * honouring it would leave a single frame in flight.
  */
@@ -10,12 +10,20 @@ import type { Duplex } from 'node:stream';
 import { F_END_STREAM, frameHeader, T_DATA } from './frames.ts';
 
 const WRITE_BUFFER = Number(process.env.AMBIT_H2_WRITE_BUFFER ?? 1024 * 1024);
+/**
+ * 'auto': a payload that fits one TLS record goes out copied behind its header in one plain write
+ * (request/response traffic: measured ~0.15 ms lower added p99 than corking), a larger one corked
+ * (bulk: no copy of 64 KiB reads).
+ */
+const SMALL_DATA = 16 * 1024;
 /** Unsent bytes beyond which a peer that keeps us answering (PING/SETTINGS floods) is cut off. */
 export const MAX_UNSENT = 32 * 1024 * 1024;
 
 export class FrameWriter {
   #socket: Duplex;
   #mode: string;
+  /** Payloads up to this size are copied behind their header (one plain write). */
+  #concatUpTo: number;
   #onFlood: () => void;
   #ctl: Buffer[] = [];
   #scheduled = false;
@@ -25,6 +33,7 @@ export class FrameWriter {
   constructor(socket: Duplex, mode: string, onFlood: () => void) {
     this.#socket = socket;
     this.#mode = mode;
+    this.#concatUpTo = mode === 'auto' ? SMALL_DATA : 0;
     this.#onFlood = onFlood;
   }
 
@@ -55,10 +64,10 @@ export class FrameWriter {
     // pending control frames go first, in the same write; a scheduled flush then finds nothing
     const pre = this.#ctl;
     this.#ctl = [];
-    if (this.#mode === 'concat' || payload.length === 0) {
+    if (this.#mode === 'concat' || payload.length <= this.#concatUpTo) {
       pre.push(head, payload);
       this.#write(Buffer.concat(pre));
-    } else if (this.#mode === 'cork') {
+    } else if (this.#mode === 'cork' || this.#mode === 'auto') {
       this.#socket.cork();
       pre.push(head);
       this.#write(pre.length === 1 ? head : Buffer.concat(pre));

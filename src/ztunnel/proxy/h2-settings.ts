@@ -38,7 +38,7 @@ export function leanSessionOptions(): H2SessionOptions {
     maxFrameSize: H2_MAX_FRAME,
     maxConcurrentStreams: H2_MAX_STREAMS,
     maxSendFrame: envInt('AMBIT_H2_SEND_FRAME', H2_MAX_FRAME),
-    dataWrite: process.env.AMBIT_H2_DATA_WRITE || 'cork',
+    dataWrite: process.env.AMBIT_H2_DATA_WRITE || 'auto',
   };
 }
 
