@@ -5,7 +5,6 @@
 import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import { Controller } from '../controller/controller.ts';
-import { KubeSource } from '../controller/sources/kube/kube-source.ts';
 import { agentUsername } from '../controller/ca/token-review.ts';
 import { logger } from '../shared/log.ts';
 
@@ -125,8 +124,9 @@ export async function run(argv: string[]): Promise<number> {
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   try {
+    // Loaded only for the Kubernetes source: a controller on a manifest directory never loads the client.
     const source = kube
-      ? new KubeSource(values.kubeconfig !== undefined ? { kubeconfig: values.kubeconfig } : { inCluster: true }, {
+      ? new (await import('../controller/sources/kube/kube-source.ts')).KubeSource(values.kubeconfig !== undefined ? { kubeconfig: values.kubeconfig } : { inCluster: true }, {
         lease: values['lease-namespace'] ? { namespace: values['lease-namespace'] } : {},
         policy: { rootNamespace, trustDomain: values['trust-domain'] },
       })

@@ -10,9 +10,9 @@ import { DEFAULT_ROOT_NAMESPACE, DEFAULT_TRUST_DOMAIN } from '../api/constants.t
 import type { AuthorizationRecord, PeerAuthenticationRecord } from '../api/policy.ts';
 import { logger } from '../shared/log.ts';
 import { CertificateAuthority } from './ca/ca.ts';
-import { loadCaFromSecret, RootCertPublisher } from './ca/kube-store.ts';
-import { podOnNode, TokenReviewer, type TokenReviewerOptions } from './ca/token-review.ts';
-import { defaultLeaseNamespace, KubeSource } from './sources/kube/kube-source.ts';
+import type { RootCertPublisher } from './ca/kube-store.ts';
+import type { TokenReviewerOptions } from './ca/token-review.ts';
+import type { KubeSource } from './sources/kube/kube-source.ts';
 import { PushServer } from './push/push-server.ts';
 import { ManifestDirSource } from './sources/manifest-dir.ts';
 import type { ClusterSnapshot, ConfigSource } from './sources/source.ts';
@@ -80,25 +80,14 @@ export class Controller {
   static async start(o: ControllerOptions): Promise<Controller> {
     const trustDomain = o.trustDomain ?? DEFAULT_TRUST_DOMAIN;
     const source = o.source ?? new ManifestDirSource(o.manifests);
-    const kube = source instanceof KubeSource ? source : undefined;
-    const namespace = o.kube?.namespace ?? kube?.elector?.namespace ?? defaultLeaseNamespace();
-    const ca = kube && o.kube?.caSecret
-      ? await loadCaFromSecret(kube.client, { namespace, name: o.kube.caSecret, dir: o.caDir, trustDomain })
-      : await CertificateAuthority.loadOrCreate(o.caDir, { trustDomain });
+    const kube = source.kind === 'kubernetes'
+      ? await (await import('./kube-wiring.ts')).wireKube(source as KubeSource, o, trustDomain)
+      : undefined;
+    const ca = kube?.ca ?? await CertificateAuthority.loadOrCreate(o.caDir, { trustDomain });
     const refresh = source instanceof ManifestDirSource ? () => source.rescan() : undefined;
-    let push: PushServer;
-    if (kube) {
-      const tokens = new TokenReviewer(kube.client, o.kube);
-      push = new PushServer({
-        ca, host: o.host, port: o.port,
-        reviewToken: (t) => tokens.review(t),
-        confirmPlacement: (node, ns, sa) => podOnNode(kube.client, node, ns, sa),
-      });
-    } else {
-      push = new PushServer({ ca, host: o.host, port: o.port, refresh });
-    }
+    const push = new PushServer({ ca, host: o.host, port: o.port, ...(kube ? kube.push : { refresh }) });
     const c = new Controller(ca, push, source, trustDomain, o.rootNamespace ?? DEFAULT_ROOT_NAMESPACE);
-    if (kube && o.kube?.publishRoot !== false) c.rootPublisher = new RootCertPublisher(kube.client, { namespace, rootsPem: ca.rootCertPem });
+    c.rootPublisher = kube?.rootPublisher;
     // The first snapshot arrives inside source.start(), so agents never see an empty config first.
     await source.start((s) => c.#apply(s));
     try {

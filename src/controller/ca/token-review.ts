@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { errorMessage } from '../../shared/errors.ts';
 import { logger } from '../../shared/log.ts';
 import type { KubeClient } from '../sources/kube/client.ts';
-import { statusOf } from '../sources/kube/client.ts';
+import { statusOf } from '../sources/kube/errors.ts';
 
 const log = logger('ca.token');
 

@@ -26,6 +26,7 @@ export interface ManifestDirSourceOptions {
 }
 
 export class ManifestDirSource implements ConfigSource {
+  readonly kind = 'manifests';
   readonly dir: string;
   #debounceMs: number;
   #rescanMs: number;

@@ -22,6 +22,8 @@ export interface ClusterSnapshot {
 }
 
 export interface ConfigSource {
+  /** 'kubernetes' for the API source: the controller then adds its cluster parts (kube-wiring.ts). */
+  readonly kind?: 'kubernetes' | 'manifests';
   /** Start watching; `onSnapshot` gets the first snapshot before start() resolves, then one per change. */
   start(onSnapshot: (s: ClusterSnapshot) => void): Promise<void>;
   stop(): Promise<void>;

@@ -63,6 +63,7 @@ const byName = (a: KubeObject, b: KubeObject): number =>
   (a.metadata.namespace ?? '').localeCompare(b.metadata.namespace ?? '') || a.metadata.name.localeCompare(b.metadata.name);
 
 export class KubeSource implements ConfigSource {
+  readonly kind = 'kubernetes';
   readonly client: KubeClient;
   readonly reflectors: Reflector[];
   readonly elector: LeaderElector | undefined;
