@@ -1,5 +1,5 @@
 /**
- * The node agent's module graph stays free of gRPC libraries (@grpc/grpc-js, @grpc/proto-loader,
+ * What the long-running processes load. The node agent's module graph stays free of gRPC libraries (@grpc/grpc-js, @grpc/proto-loader,
  * protobufjs: tens of MB of RSS); it speaks the control plane with its own client and codec. Nor does
  * it load node:http / node:https / node:http2 (about 10 MB): its HTTP endpoints use
  * src/shared/http-lite.ts and node:http2 is loaded only with AMBIT_HBONE_H2=node. A child process
@@ -56,4 +56,12 @@ test('importing the agent loads neither node:http, node:https nor node:http2', (
 test('the built-in list does show node:http where it is loaded (the CLI admin client)', () => {
   const { builtins } = importRecord('../../src/cli/agent-admin.ts');
   assert.ok(builtins.includes('http'), builtins.join(' '));
+});
+
+test('a controller on a manifest directory does not load the Kubernetes client', () => {
+  const seen = modulesOf('../../src/cli/controller.ts');
+  assert.ok(seen.some((u) => u.endsWith('/src/controller/controller.ts')), 'the recorder saw the controller');
+  assert.deepEqual(seen.filter((u) => u.includes('@kubernetes/client-node')), []);
+  // ... which the Kubernetes source does load.
+  assert.ok(modulesOf('../../src/controller/kube-wiring.ts').some((u) => u.includes('@kubernetes/client-node')));
 });
