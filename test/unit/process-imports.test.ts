@@ -16,8 +16,8 @@ registerHooks({ resolve(spec, ctx, next) { const r = next(spec, ctx); seen.push(
 await import(process.env.AMBIT_IMPORT_UNDER_TEST);
 // Built-ins loaded by other built-ins never pass the resolve hook; node lists every one loaded.
 const builtins = process.moduleLoadList.filter((m) => m.startsWith('NativeModule ')).map((m) => m.slice(13));
-process.stdout.write(JSON.stringify({ seen, builtins }));
-process.exit(0);
+// stdout to a pipe is asynchronous: exit only once the whole record is out (it can be ~150 KB).
+process.stdout.write(JSON.stringify({ seen, builtins }), () => process.exit(0));
 `;
 
 function importRecord(file: string, env: Record<string, string> = {}): { seen: string[]; builtins: string[] } {
