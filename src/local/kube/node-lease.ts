@@ -5,6 +5,7 @@
  * apply without the ownerReferences would drop them).
  */
 import { MERGE_PATCH, statusOf, type KubeClient } from '../../controller/sources/kube/client.ts';
+import { microTime } from '../../controller/sources/kube/lease.ts';
 
 /** A kubelet's default node lease duration. */
 export const NODE_LEASE_SECONDS = 40;
@@ -12,7 +13,7 @@ export const NODE_LEASE_SECONDS = 40;
 /** `nodeUid` given: (re)create the lease; otherwise renew it, recreating it if it was deleted. */
 export async function renewNodeLease(client: KubeClient, node: string, fieldManager: string, nodeUid?: string): Promise<void> {
   const path = `/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/${node}`;
-  const renewTime = new Date().toISOString().replace('Z', '000Z'); // MicroTime
+  const renewTime = microTime(new Date());
   if (!nodeUid) {
     try {
       await client.request('PATCH', path, { spec: { renewTime } }, { contentType: MERGE_PATCH });

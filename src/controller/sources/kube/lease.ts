@@ -32,7 +32,7 @@ interface LeaseObject {
 }
 
 /** Lease times are MicroTime: RFC 3339 with microseconds. */
-function microTime(d: Date): string {
+export function microTime(d: Date): string {
   return d.toISOString().replace('Z', '000Z');
 }
 
