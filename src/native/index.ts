@@ -57,6 +57,8 @@ export interface ConnectOptions extends SocketOptions {
   localPort?: number;
   /** default 10000 */
   timeoutMs?: number;
+  /** connect(): the net.Socket starts paused (no read until resume()/pipe()). */
+  paused?: boolean;
 }
 
 export interface SeqpacketMessage {
@@ -261,7 +263,8 @@ export async function connectFd(o: ConnectOptions): Promise<number> {
 export async function connect(o: ConnectOptions): Promise<net.Socket> {
   const fd = await connectFd(o);
   try {
-    return new net.Socket({ fd, readable: true, writable: true });
+    // pauseOnCreate (what net.Server's pauseOnConnect uses) is not in node's typings
+    return new net.Socket({ fd, readable: true, writable: true, pauseOnCreate: o.paused === true } as net.SocketConstructorOpts);
   } catch (err) {
     closeFd(fd);
     throw new AmbitError('NATIVE_CONNECT', `cannot wrap connected fd ${fd} in a net.Socket: ${(err as Error).message}`, { cause: err });

@@ -6,6 +6,7 @@
  *   client 10.77.0.2 (vc0) <-> (vs0) 10.77.0.3 server
  *   client 10.78.0.2 (vx0) <-> (ve0) 10.78.0.3 outside 10.79.0.2 (ve1) <-> (vy0) 10.79.0.1 server
  */
+import { relayStats, sharedRegions } from '../../src/ztunnel/proxy/read-regions.ts';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -220,6 +221,7 @@ describe('HBONE data path between two pod netns', { timeout: 120_000 }, () => {
     await native.listen(echo, { netns: sPath, host: '0.0.0.0', port: 8082 });
     servers.push(echo);
     const data = randomBytes(32 << 20);
+    const inPlaceBefore = relayStats.inPlace;
     const sock = await native.connect({ netns: cPath, host: SERVER_IP, port: 8082 });
     const back = createHash('sha256');
     let n = 0;
@@ -228,6 +230,9 @@ describe('HBONE data path between two pod netns', { timeout: 120_000 }, () => {
     await once(sock, 'close');
     assert.equal(n, data.length);
     assert.equal(back.digest('hex'), createHash('sha256').update(data).digest('hex'));
+    // both plain -> HBONE directions (client on 15001, the echo app's answer) went through pool regions
+    assert.ok(relayStats.inPlace - inPlaceBefore >= 2 * 100, `reads relayed in place: ${relayStats.inPlace - inPlaceBefore}`);
+    await until(() => sharedRegions.outstanding === 0, 3000, `every read region back in the pool (${sharedRegions.outstanding} out)`);
   });
 
   check('service VIP: routed to the endpoint target port over HBONE', async () => {

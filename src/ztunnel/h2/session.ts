@@ -223,6 +223,24 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
     return sent;
   }
 
+  /**
+   * Sends `n` payload bytes that sit behind FRAME_HEADER_LEN bytes of room in `region` as one DATA
+   * frame without copying them, if the windows and the peer's frame size take all of them now;
+   * false (nothing sent) otherwise. `done` runs when the region may be reused.
+   */
+  _sendInPlace(stream: H2Stream, region: Buffer, n: number, done: () => void): boolean {
+    if (this.#destroyed || n <= 0) return false;
+    if (n > Math.min(this.remoteSettings.maxFrameSize, this.#o.maxSendFrame)) return false;
+    if (n > stream.sendWindow.available || n > this.#connSend.available) return false;
+    stream.sendWindow.take(n);
+    this.#connSend.take(n);
+    this.#w.dataInPlace(stream.id, region, n, done);
+    return true;
+  }
+
+  /** The socket takes more without queueing beyond the write buffer. */
+  get _writable(): boolean { return !this.#destroyed && this.#w.writable; }
+
   _sendRst(stream: H2Stream, code: number): void {
     if (this.#destroyed) return;
     this.#active.delete(stream);

@@ -18,6 +18,8 @@ export interface StreamOwner {
   _sendData(stream: H2Stream, data: Buffer, endStream: boolean): number;
   _sendHeaders(stream: H2Stream, headers: H2Headers, endStream: boolean): void;
   _sendRst(stream: H2Stream, code: number): void;
+  _sendInPlace(stream: H2Stream, region: Buffer, n: number, done: () => void): boolean;
+  readonly _writable: boolean;
   _consumed(stream: H2Stream, n: number): void;
   /** Calls `cb` once the socket can take more (immediately if it can now). */
   _whenWritable(cb: () => void): void;
@@ -154,6 +156,24 @@ export class H2Stream extends Duplex {
       if (this.#endAfterPending) this.#sendEnd();
     });
   }
+
+  /**
+   * Zero-copy write for a relay that reads into `region` behind FRAME_HEADER_LEN bytes of room:
+   * sent as one DATA frame when nothing is queued ahead of it and the windows take all `n` bytes,
+   * `done` running once the region may be reused. False when the caller must write a copy instead
+   * (order is kept: the copy queues behind whatever waits).
+   */
+  writeInPlace(region: Buffer, n: number, done: () => void): boolean {
+    if (this.destroyed || this.rstCode !== undefined || this.localEnded || this.writableEnded) return false;
+    if (this.#pending || this.writableLength > 0) return false;
+    return this.#owner._sendInPlace(this, region, n, done);
+  }
+
+  /** The session's socket takes more now (a relay keeps reading) or it should wait for onWritable. */
+  get sessionWritable(): boolean { return this.#owner._writable; }
+
+  /** Calls `cb` once the session's socket takes more. */
+  onWritable(cb: () => void): void { this.#owner._whenWritable(cb); }
 
   // --- Duplex ---
 

@@ -7,7 +7,7 @@
  * honouring it would leave a single frame in flight.
  */
 import type { Duplex } from 'node:stream';
-import { F_END_STREAM, frameHeader, T_DATA } from './frames.ts';
+import { F_END_STREAM, FRAME_HEADER_LEN, frameHeader, T_DATA, writeFrameHeader } from './frames.ts';
 
 const WRITE_BUFFER = Number(process.env.AMBIT_H2_WRITE_BUFFER ?? 1024 * 1024);
 /**
@@ -79,6 +79,25 @@ export class FrameWriter {
       this.#write(payload);
     }
   }
+
+  /**
+   * A DATA frame whose payload already sits at `region[FRAME_HEADER_LEN .. FRAME_HEADER_LEN + n)`:
+   * the header goes into the room in front of it and the frame leaves in one write, without a copy.
+   * `done` runs once the socket has taken the bytes (node's TLS layer has encrypted them), so the
+   * caller may reuse `region` then; also when the socket is already gone.
+   */
+  dataInPlace(sid: number, region: Buffer, n: number, done: () => void): void {
+    writeFrameHeader(region, 0, n, T_DATA, 0, sid);
+    if (this.#ctl.length > 0) this.flush();
+    const s = this.#socket;
+    if (s.destroyed || s.writableEnded) {
+      done();
+      return;
+    }
+    if (!s.write(region.subarray(0, FRAME_HEADER_LEN + n), () => done()) && s.writableLength > WRITE_BUFFER) this.#writable = false;
+  }
+
+  get writable(): boolean { return this.#writable; }
 
   /** Calls `cb` now if the socket takes more, else at the next 'drain'. */
   whenWritable(cb: () => void): void {

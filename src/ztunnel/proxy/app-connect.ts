@@ -37,7 +37,7 @@ export async function connectToApp(
   rememberAuthz(rec, authz);
   let app: net.Socket;
   try {
-    app = await ctx.sockets.connect(dst.address, dst.port, { localAddress: authz.srcIp, transparent: true });
+    app = await ctx.sockets.connect(dst.address, dst.port, { localAddress: authz.srcIp, transparent: true, paused: true });
   } catch (err) {
     refuse(503);
     rec.close(err);

@@ -18,7 +18,7 @@ import { formatAddr, parseAddr } from './types.ts';
 const log = logger('outbound');
 
 export function createOutboundServer(ctx: ProxyContext): net.Server {
-  const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (sock) => {
+  const server = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (sock) => {
     handle(ctx, sock).catch((err) => {
       log.error('outbound handler failed', { error: errorMessage(err) });
       abort(sock);

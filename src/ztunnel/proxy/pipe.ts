@@ -6,6 +6,8 @@
 import * as net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ConnectionRecord } from './connections.ts';
+import { relayIntoStream } from './read-regions.ts';
+import type { InPlaceSink } from './read-regions.ts';
 
 export function pipeBoth(down: Duplex, up: Duplex, rec: ConnectionRecord): void {
   // A FIN from one peer must not end our write side toward it (the other peer may still talk).
@@ -37,8 +39,14 @@ export function pipeBoth(down: Duplex, up: Duplex, rec: ConnectionRecord): void 
     if (s.closed) queueMicrotask(onClose(s, other));
     else s.once('close', onClose(s, other));
   }
-  down.pipe(up);
-  up.pipe(down);
+  // plain socket -> HBONE stream without copies where node lets us; a plain pipe otherwise
+  // (AMBIT_RELAY_COPY=1 forces the pipe: A/B measurements)
+  if (!(process.env.AMBIT_RELAY_COPY !== '1' && down instanceof net.Socket && isInPlaceSink(up) && relayIntoStream(down, up))) down.pipe(up);
+  if (!(up instanceof net.Socket && isInPlaceSink(down) && relayIntoStream(up, down))) up.pipe(down);
+}
+
+function isInPlaceSink(s: Duplex): s is Duplex & InPlaceSink {
+  return typeof (s as unknown as Partial<InPlaceSink>).writeInPlace === 'function';
 }
 
 function abortIfOpen(s: Duplex): void {

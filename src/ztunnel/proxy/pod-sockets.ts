@@ -39,6 +39,7 @@ export function netnsPodSockets(netns: NetnsRef, o: NetnsPodSocketsOptions = {})
         transparent: co?.transparent,
         freebind: co?.transparent,
         timeoutMs: co?.timeoutMs ?? o.connectTimeoutMs ?? 10_000,
+        paused: co?.paused,
       }),
     originalDst: (s) => {
       const d = native.originalDst(s);

@@ -21,7 +21,8 @@ export interface PodSockets {
   connect(
     host: string,
     port: number,
-    o?: { localAddress?: string; transparent?: boolean; timeoutMs?: number },
+    /** paused: the socket does not read until resumed or piped (a relay may switch it to pool buffers first). */
+    o?: { localAddress?: string; transparent?: boolean; timeoutMs?: number; paused?: boolean },
   ): Promise<net.Socket>;
   originalDst(s: net.Socket): { address: string; port: number };
 }
