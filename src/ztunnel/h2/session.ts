@@ -230,13 +230,15 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
    */
   _sendInPlace(stream: H2Stream, region: Buffer, n: number, done: () => void): boolean {
     if (this.#destroyed || n <= 0) return false;
-    if (n > Math.min(this.remoteSettings.maxFrameSize, this.#o.maxSendFrame)) return false;
+    if (n > this._maxSendFrame) return false;
     if (n > stream.sendWindow.available || n > this.#connSend.available) return false;
     stream.sendWindow.take(n);
     this.#connSend.take(n);
     this.#w.dataInPlace(stream.id, region, n, done);
     return true;
   }
+
+  get _maxSendFrame(): number { return Math.min(this.remoteSettings.maxFrameSize, this.#o.maxSendFrame); }
 
   /** The socket takes more without queueing beyond the write buffer. */
   get _writable(): boolean { return !this.#destroyed && this.#w.writable; }

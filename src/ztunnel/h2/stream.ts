@@ -20,6 +20,7 @@ export interface StreamOwner {
   _sendRst(stream: H2Stream, code: number): void;
   _sendInPlace(stream: H2Stream, region: Buffer, n: number, done: () => void): boolean;
   readonly _writable: boolean;
+  readonly _maxSendFrame: number;
   _consumed(stream: H2Stream, n: number): void;
   /** Calls `cb` once the socket can take more (immediately if it can now). */
   _whenWritable(cb: () => void): void;
@@ -171,6 +172,9 @@ export class H2Stream extends Duplex {
 
   /** The session's socket takes more now (a relay keeps reading) or it should wait for onWritable. */
   get sessionWritable(): boolean { return this.#owner._writable; }
+
+  /** The largest DATA frame payload the session sends now. */
+  get maxInPlace(): number { return this.#owner._maxSendFrame; }
 
   /** Calls `cb` once the session's socket takes more. */
   onWritable(cb: () => void): void { this.#owner._whenWritable(cb); }

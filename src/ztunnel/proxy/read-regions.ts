@@ -9,32 +9,41 @@
 import type * as net from 'node:net';
 import { FRAME_HEADER_LEN } from '../h2/frames.ts';
 
-/** 9 bytes of header room + 65527 bytes of payload: one frame fills exactly four 16 KiB TLS records. */
-export const REGION_SIZE = 64 * 1024;
-export const REGION_PAYLOAD = REGION_SIZE - FRAME_HEADER_LEN;
-const REGIONS_PER_SLAB = 16;
+/**
+ * Two sizes. A connection holds its read region while it waits for data, so connections start
+ * (and fall back, after a short read) on small regions; a read that fills its region moves the
+ * connection to large ones. Large = 9 bytes of header room + a payload that makes the whole frame
+ * exactly sixteen 16 KiB TLS records.
+ */
+export const LARGE_REGION = 256 * 1024;
+export const SMALL_REGION = 4 * 1024;
 
 export class RegionPool {
+  readonly size: number;
   #free: Buffer[] = [];
   #maxFree: number;
+  #perSlab: number;
   /** Regions handed out and not yet given back (metrics and tests). */
   outstanding = 0;
 
-  /** `maxFree` bounds the idle memory kept for reuse (default 64 regions = 4 MiB). */
-  constructor(maxFree = 64) {
+  /** `maxFree` bounds the idle memory kept for reuse. */
+  constructor(size: number, maxFree: number) {
+    this.size = size;
     this.#maxFree = maxFree;
+    this.#perSlab = Math.max(1, Math.floor((1024 * 1024) / size));
   }
 
   take(): Buffer {
     this.outstanding++;
     const r = this.#free.pop();
     if (r) return r;
-    // One allocation per 16 regions; a slab is freed by GC once none of its regions is referenced.
-    const slab = Buffer.allocUnsafeSlow(REGION_SIZE * REGIONS_PER_SLAB);
-    for (let i = 1; i < REGIONS_PER_SLAB && this.#free.length < this.#maxFree; i++) {
-      this.#free.push(slab.subarray(i * REGION_SIZE, (i + 1) * REGION_SIZE));
+    // One allocation per slab (up to 1 MiB); a slab is freed by GC once none of its regions is referenced.
+    const size = this.size;
+    const slab = Buffer.allocUnsafeSlow(size * this.#perSlab);
+    for (let i = 1; i < this.#perSlab && this.#free.length < this.#maxFree; i++) {
+      this.#free.push(slab.subarray(i * size, (i + 1) * size));
     }
-    return slab.subarray(0, REGION_SIZE);
+    return slab.subarray(0, size);
   }
 
   give(region: Buffer): void {
@@ -45,14 +54,31 @@ export class RegionPool {
   get idle(): number { return this.#free.length; }
 }
 
-export const sharedRegions = new RegionPool();
+export interface RegionPools {
+  small: RegionPool;
+  large: RegionPool;
+}
+
+export function regionPools(maxIdleBytes = 8 * 1024 * 1024): RegionPools {
+  return {
+    small: new RegionPool(SMALL_REGION, Math.floor(maxIdleBytes / 8 / SMALL_REGION)),
+    large: new RegionPool(LARGE_REGION, Math.floor(maxIdleBytes / LARGE_REGION)),
+  };
+}
+
+export const sharedRegions = regionPools();
 
 /** Reads relayed without a copy / through a copy (window full or something queued ahead). */
 export const relayStats = { inPlace: 0, copied: 0 };
 
-/** The payload part of a region, where a socket reads (node's onread buffer). */
-export function payloadView(region: Buffer): Buffer {
-  return region.subarray(FRAME_HEADER_LEN, REGION_SIZE);
+/** The payload part of a region, where a socket reads (node's onread buffer), at most `max` bytes. */
+export function payloadView(region: Buffer, max: number): Buffer {
+  return region.subarray(FRAME_HEADER_LEN, FRAME_HEADER_LEN + Math.min(max, region.length - FRAME_HEADER_LEN));
+}
+
+/** Regions either pool still has out (tests). */
+export function outstanding(p: RegionPools): number {
+  return p.small.outstanding + p.large.outstanding;
 }
 
 type ReadCallback = (nread: number, buf: Uint8Array) => boolean;
@@ -86,6 +112,8 @@ export interface InPlaceSink {
   readonly destroyed: boolean;
   writeInPlace(region: Buffer, n: number, done: () => void): boolean;
   readonly sessionWritable: boolean;
+  /** The largest DATA payload the peer takes in one frame now. */
+  readonly maxInPlace: number;
   onWritable(cb: () => void): void;
   write(chunk: Buffer): boolean;
   end(): void;
@@ -100,12 +128,18 @@ export interface InPlaceSink {
  * stream; errors and close are the caller's (pipeBoth). False when the socket cannot be switched
  * to pool reads (the caller pipes instead).
  */
-export function relayIntoStream(sock: net.Socket, stream: InPlaceSink, pool: RegionPool = sharedRegions): boolean {
+export function relayIntoStream(sock: net.Socket, stream: InPlaceSink, pools: RegionPools = sharedRegions): boolean {
   let current: Buffer | undefined;
+  let currentPool = pools.small;
+  let currentView: Buffer | undefined;
   let paused = false;
+  // the size class of the next region follows the last read: full -> large, short -> small
+  let nextPool = pools.small;
   const next = (): Uint8Array => {
-    current = pool.take();
-    return payloadView(current);
+    currentPool = nextPool;
+    current = currentPool.take();
+    currentView = payloadView(current, stream.maxInPlace);
+    return currentView;
   };
   const resume = (): void => {
     if (!paused || sock.destroyed) return;
@@ -114,7 +148,10 @@ export function relayIntoStream(sock: net.Socket, stream: InPlaceSink, pool: Reg
   };
   const onRead = (n: number): boolean => {
     const region = current!;
+    const pool = currentPool;
     current = undefined; // next() replaces it right after this callback returns
+    if (n === currentView!.length) nextPool = pools.large;
+    else if (n < SMALL_REGION) nextPool = pools.small;
     if (stream.destroyed) {
       pool.give(region);
       return false;
@@ -142,7 +179,7 @@ export function relayIntoStream(sock: net.Socket, stream: InPlaceSink, pool: Reg
   if (!useReadBuffers(sock, next, onRead)) return false;
   sock.once('end', () => stream.end());
   sock.once('close', () => {
-    if (current) pool.give(current);
+    if (current) currentPool.give(current);
     current = undefined;
   });
   sock.resume();
