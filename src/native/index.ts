@@ -59,6 +59,8 @@ export interface ConnectOptions extends SocketOptions {
   timeoutMs?: number;
   /** connect(): the net.Socket starts paused (no read until resume()/pipe()). */
   paused?: boolean;
+  /** connect(): bytes the net.Socket buffers before write() asks the writer to wait (node's default 16 KiB). */
+  writableHighWaterMark?: number;
 }
 
 export interface SeqpacketMessage {
@@ -264,7 +266,7 @@ export async function connect(o: ConnectOptions): Promise<net.Socket> {
   const fd = await connectFd(o);
   try {
     // pauseOnCreate (what net.Server's pauseOnConnect uses) is not in node's typings
-    return new net.Socket({ fd, readable: true, writable: true, pauseOnCreate: o.paused === true } as net.SocketConstructorOpts);
+    return new net.Socket({ fd, readable: true, writable: true, pauseOnCreate: o.paused === true, writableHighWaterMark: o.writableHighWaterMark } as net.SocketConstructorOpts);
   } catch (err) {
     closeFd(fd);
     throw new AmbitError('NATIVE_CONNECT', `cannot wrap connected fd ${fd} in a net.Socket: ${(err as Error).message}`, { cause: err });

@@ -7,6 +7,7 @@ import type { ConnectionRecord } from './connections.ts';
 import type { AuthzContext, AuthzResult, ProxyContext } from './context.ts';
 import { errorMessage } from '../../shared/errors.ts';
 import { rememberAuthz } from '../authz/recheck.ts';
+import { RELAY_WRITE_BUFFER } from './pipe.ts';
 
 /**
  * The app socket, or undefined when the connection is refused: `refuse` tells the client how
@@ -37,7 +38,7 @@ export async function connectToApp(
   rememberAuthz(rec, authz);
   let app: net.Socket;
   try {
-    app = await ctx.sockets.connect(dst.address, dst.port, { localAddress: authz.srcIp, transparent: true, paused: true });
+    app = await ctx.sockets.connect(dst.address, dst.port, { localAddress: authz.srcIp, transparent: true, paused: true, writeBuffer: RELAY_WRITE_BUFFER });
   } catch (err) {
     refuse(503);
     rec.close(err);

@@ -12,13 +12,13 @@ import { logger } from '../../shared/log.ts';
 import { localWorkload, workloadName } from './context.ts';
 import type { ProxyContext } from './context.ts';
 import { decideOutbound, unmapV4 } from './decide.ts';
-import { abort, pipeBoth } from './pipe.ts';
+import { abort, pipeBoth, RELAY_WRITE_BUFFER } from './pipe.ts';
 import { formatAddr, parseAddr } from './types.ts';
 
 const log = logger('outbound');
 
 export function createOutboundServer(ctx: ProxyContext): net.Server {
-  const server = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (sock) => {
+  const server = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true, highWaterMark: RELAY_WRITE_BUFFER }, (sock) => {
     handle(ctx, sock).catch((err) => {
       log.error('outbound handler failed', { error: errorMessage(err) });
       abort(sock);

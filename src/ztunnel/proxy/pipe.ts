@@ -41,8 +41,41 @@ export function pipeBoth(down: Duplex, up: Duplex, rec: ConnectionRecord): void 
   }
   // plain socket -> HBONE stream without copies where node lets us; a plain pipe otherwise
   // (AMBIT_RELAY_COPY=1 forces the pipe: A/B measurements)
-  if (!(process.env.AMBIT_RELAY_COPY !== '1' && down instanceof net.Socket && isInPlaceSink(up) && relayIntoStream(down, up))) down.pipe(up);
-  if (!(up instanceof net.Socket && isInPlaceSink(down) && relayIntoStream(up, down))) up.pipe(down);
+  if (!(process.env.AMBIT_RELAY_COPY !== '1' && down instanceof net.Socket && isInPlaceSink(up) && relayIntoStream(down, up))) pipeInto(down, up);
+  if (!(up instanceof net.Socket && isInPlaceSink(down) && relayIntoStream(up, down))) pipeInto(up, down);
+}
+
+/**
+ * Write buffer of the plain sockets an HBONE stream feeds (the app's connection on the inbound
+ * side, the client's on the outbound side): with node's 16 KiB the cork below would batch only
+ * two TLS records' worth before the pipe pauses.
+ */
+export const RELAY_WRITE_BUFFER = 256 * 1024;
+
+/** A piece of DATA at least this big means bulk transfer (TLS records carry up to 16 KiB). */
+const BULK_PIECE = 8 * 1024;
+
+/**
+ * Pipe into `dst`; when it is a plain socket fed by an HTTP/2 stream, the DATA pieces of one
+ * event-loop turn (one per TLS record) are corked into one writev during bulk transfer: fewer,
+ * larger sends through the pod's TCP stack. Small pieces (request/response traffic) go at once.
+ */
+function pipeInto(src: Duplex, dst: Duplex): void {
+  if (dst instanceof net.Socket && !(src instanceof net.Socket) && process.env.AMBIT_RELAY_CORK !== '0') {
+    let corked = false;
+    const uncork = (): void => {
+      corked = false;
+      dst.uncork();
+    };
+    // registered before pipe()'s own 'data' handler, so the cork is in place before its write
+    src.on('data', (chunk: Buffer) => {
+      if (corked || chunk.length < BULK_PIECE || dst.destroyed) return;
+      corked = true;
+      dst.cork();
+      setImmediate(uncork);
+    });
+  }
+  src.pipe(dst);
 }
 
 function isInPlaceSink(s: Duplex): s is Duplex & InPlaceSink {

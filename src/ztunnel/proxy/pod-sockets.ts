@@ -40,6 +40,7 @@ export function netnsPodSockets(netns: NetnsRef, o: NetnsPodSocketsOptions = {})
         freebind: co?.transparent,
         timeoutMs: co?.timeoutMs ?? o.connectTimeoutMs ?? 10_000,
         paused: co?.paused,
+        writableHighWaterMark: co?.writeBuffer,
       }),
     originalDst: (s) => {
       const d = native.originalDst(s);

@@ -21,8 +21,11 @@ export interface PodSockets {
   connect(
     host: string,
     port: number,
-    /** paused: the socket does not read until resumed or piped (a relay may switch it to pool buffers first). */
-    o?: { localAddress?: string; transparent?: boolean; timeoutMs?: number; paused?: boolean },
+    /**
+     * paused: the socket does not read until resumed or piped (a relay may switch it to pool buffers
+     * first); writeBuffer: bytes it buffers before asking its writer to wait.
+     */
+    o?: { localAddress?: string; transparent?: boolean; timeoutMs?: number; paused?: boolean; writeBuffer?: number },
   ): Promise<net.Socket>;
   originalDst(s: net.Socket): { address: string; port: number };
 }
