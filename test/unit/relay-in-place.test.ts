@@ -92,7 +92,7 @@ describe('relayIntoStream: plain socket -> HTTP/2 stream without copies', () => 
   it('24 MiB arrive intact in place, the FIN ends the stream, the reply comes back, every region is returned', async () => {
     const r = await rig();
     try {
-      const pool = regionPools(1 << 20);
+      const pool = regionPools(4, 2);
       const before = { ...relayStats };
       assert.equal(relayIntoStream(r.accepted, r.upstream, pool), true);
       r.upstream.pipe(r.accepted); // the other direction as pipeBoth does it
@@ -122,7 +122,7 @@ describe('relayIntoStream: plain socket -> HTTP/2 stream without copies', () => 
   it('small flow-control windows and a slow reader: copies keep order, nothing lost, regions returned', async () => {
     const r = await rig({ initialWindowSize: 65_535, connectionWindow: 65_535 });
     try {
-      const pool = regionPools(1 << 20);
+      const pool = regionPools(4, 2);
       const before = { ...relayStats };
       assert.equal(relayIntoStream(r.accepted, r.upstream, pool), true);
       const data = randomBytes(6 << 20);
@@ -143,7 +143,7 @@ describe('relayIntoStream: plain socket -> HTTP/2 stream without copies', () => 
   it('a peer that takes only 16 KiB frames (the HTTP/2 default): reads are capped to one frame, still in place', async () => {
     const r = await rig({ maxFrameSize: 16_384 });
     try {
-      const pool = regionPools(1 << 20);
+      const pool = regionPools(4, 2);
       const before = { ...relayStats };
       assert.equal(relayIntoStream(r.accepted, r.upstream, pool), true);
       const data = randomBytes(4 << 20);
@@ -163,7 +163,7 @@ describe('relayIntoStream: plain socket -> HTTP/2 stream without copies', () => 
   it('the far side resets the stream mid-transfer: the relay stops, regions are returned', async () => {
     const r = await rig();
     try {
-      const pool = regionPools(1 << 20);
+      const pool = regionPools(4, 2);
       assert.equal(relayIntoStream(r.accepted, r.upstream, pool), true);
       r.app.on('error', () => {});
       let n = 0;
@@ -186,7 +186,7 @@ describe('relayIntoStream: plain socket -> HTTP/2 stream without copies', () => 
     try {
       r.accepted.resume(); // flowing: node reads into its own buffers now
       await new Promise((res) => setImmediate(res));
-      const pool = regionPools(1 << 20);
+      const pool = regionPools(4, 2);
       assert.equal(useReadBuffers(r.accepted, () => Buffer.alloc(16), () => true), false);
       assert.equal(relayIntoStream(r.accepted, r.upstream, pool), false);
       assert.equal(outstanding(pool), 0);

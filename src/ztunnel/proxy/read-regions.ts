@@ -59,10 +59,11 @@ export interface RegionPools {
   large: RegionPool;
 }
 
-export function regionPools(maxIdleBytes = 8 * 1024 * 1024): RegionPools {
+/** Idle regions kept for reuse: enough for a few bulk streams in flight; more are allocated and left to GC. */
+export function regionPools(maxIdleSmall = 64, maxIdleLarge = 8): RegionPools {
   return {
-    small: new RegionPool(SMALL_REGION, Math.floor(maxIdleBytes / 8 / SMALL_REGION)),
-    large: new RegionPool(LARGE_REGION, Math.floor(maxIdleBytes / LARGE_REGION)),
+    small: new RegionPool(SMALL_REGION, maxIdleSmall),
+    large: new RegionPool(LARGE_REGION, maxIdleLarge),
   };
 }
 
