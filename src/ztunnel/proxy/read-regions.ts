@@ -22,7 +22,6 @@ export class RegionPool {
   readonly size: number;
   #free: Buffer[] = [];
   #maxFree: number;
-  #perSlab: number;
   /** Regions handed out and not yet given back (metrics and tests). */
   outstanding = 0;
 
@@ -30,20 +29,12 @@ export class RegionPool {
   constructor(size: number, maxFree: number) {
     this.size = size;
     this.#maxFree = maxFree;
-    this.#perSlab = Math.max(1, Math.floor((1024 * 1024) / size));
   }
 
   take(): Buffer {
     this.outstanding++;
-    const r = this.#free.pop();
-    if (r) return r;
-    // One allocation per slab (up to 1 MiB); a slab is freed by GC once none of its regions is referenced.
-    const size = this.size;
-    const slab = Buffer.allocUnsafeSlow(size * this.#perSlab);
-    for (let i = 1; i < this.#perSlab && this.#free.length < this.#maxFree; i++) {
-      this.#free.push(slab.subarray(i * size, (i + 1) * size));
-    }
-    return slab.subarray(0, size);
+    // One buffer per region, no shared slabs: a long-lived connection must not pin others' memory.
+    return this.#free.pop() ?? Buffer.allocUnsafeSlow(this.size);
   }
 
   give(region: Buffer): void {
