@@ -74,6 +74,7 @@ export class KubeRuntime {
   /** Runners by pod uid. */
   #runners = new Map<string, PodRunner>();
   #lastStatus = new Map<string, string>();
+  #patching = new Map<string, Promise<void>>();
   #binding = new Set<string>();
   #finishing = new Set<string>();
   #rr = 0;
@@ -274,7 +275,20 @@ export class KubeRuntime {
     return st;
   }
 
-  async #patchStatus(r: PodRunner): Promise<void> {
+  /**
+   * One status PATCH at a time per pod, each computed when its turn comes: two in flight at once
+   * (pod start and the 500 ms refresh) could land out of order and leave an older status on the
+   * API server while #lastStatus holds the newer one, which would then never be sent again.
+   */
+  #patchStatus(r: PodRunner): Promise<void> {
+    const uid = r.pod.metadata.uid!;
+    const next = (this.#patching.get(uid) ?? Promise.resolve()).then(() => this.#patchStatusNow(r));
+    this.#patching.set(uid, next);
+    void next.finally(() => { if (this.#patching.get(uid) === next) this.#patching.delete(uid); });
+    return next;
+  }
+
+  async #patchStatusNow(r: PodRunner): Promise<void> {
     if (this.#stopped) return;
     const status = this.#statusOf(r);
     const text = JSON.stringify(status);
