@@ -13,6 +13,7 @@ import { H2Session } from '../../src/ztunnel/h2/session.ts';
 import type { H2SessionOptions } from '../../src/ztunnel/h2/session-options.ts';
 import type { H2Stream } from '../../src/ztunnel/h2/stream.ts';
 import { outstanding, regionPools, relayIntoStream, relayStats, useReadBuffers } from '../../src/ztunnel/proxy/read-regions.ts';
+import type { RegionPools } from '../../src/ztunnel/proxy/read-regions.ts';
 
 interface Rig {
   upstream: H2Stream; // client side of the tunnel: the relay writes into it
@@ -88,6 +89,22 @@ async function until(cond: () => boolean, ms: number, what: string): Promise<voi
   }
 }
 
+/** Sends `size` random bytes from the app through the relay and checks that they come out whole. */
+async function sendThrough(r: Rig, size: number, slow?: { every: number; pauseMs: number }): Promise<void> {
+  const data = randomBytes(size);
+  const got = drain(r.far, slow);
+  r.app.end(data);
+  const res = await got;
+  assert.equal(res.n, data.length);
+  assert.equal(res.sha, sha(data));
+}
+
+/** Closes our end of the app's connection; every region the relay took must come back. */
+async function regionsBack(r: Rig, pool: RegionPools): Promise<void> {
+  r.accepted.destroy();
+  await until(() => outstanding(pool) === 0, 2000, `regions back (${outstanding(pool)} out)`);
+}
+
 describe('relayIntoStream: plain socket -> HTTP/2 stream without copies', () => {
   it('24 MiB arrive intact in place, the FIN ends the stream, the reply comes back, every region is returned', async () => {
     const r = await rig();
@@ -96,12 +113,7 @@ describe('relayIntoStream: plain socket -> HTTP/2 stream without copies', () => 
       const before = { ...relayStats };
       assert.equal(relayIntoStream(r.accepted, r.upstream, pool), true);
       r.upstream.pipe(r.accepted); // the other direction as pipeBoth does it
-      const data = randomBytes(24 << 20);
-      const got = drain(r.far);
-      r.app.end(data);
-      const res = await got;
-      assert.equal(res.n, data.length);
-      assert.equal(res.sha, sha(data));
+      await sendThrough(r, 24 << 20);
       const inPlace = relayStats.inPlace - before.inPlace;
       const copied = relayStats.copied - before.copied;
       // The first 4 MiB fit the stream window, so at least 16 full-size reads go in place; copies
@@ -113,8 +125,7 @@ describe('relayIntoStream: plain socket -> HTTP/2 stream without copies', () => 
       r.far.end(Buffer.from('done'));
       await once(r.app, 'end');
       assert.equal(Buffer.concat(reply).toString(), 'done');
-      r.accepted.destroy();
-      await until(() => outstanding(pool) === 0, 2000, `regions back (${outstanding(pool)} out)`);
+      await regionsBack(r, pool);
     } finally {
       r.close();
     }
@@ -126,16 +137,10 @@ describe('relayIntoStream: plain socket -> HTTP/2 stream without copies', () => 
       const pool = regionPools(4, 2);
       const before = { ...relayStats };
       assert.equal(relayIntoStream(r.accepted, r.upstream, pool), true);
-      const data = randomBytes(6 << 20);
-      const got = drain(r.far, { every: 256 * 1024, pauseMs: 5 });
-      r.app.end(data);
-      const res = await got;
-      assert.equal(res.n, data.length);
-      assert.equal(res.sha, sha(data));
+      await sendThrough(r, 6 << 20, { every: 256 * 1024, pauseMs: 5 });
       assert.ok(relayStats.copied > before.copied, 'some reads waited for the window and went as copies');
       assert.ok(relayStats.inPlace > before.inPlace, 'some reads went in place');
-      r.accepted.destroy();
-      await until(() => outstanding(pool) === 0, 2000, `regions back (${outstanding(pool)} out)`);
+      await regionsBack(r, pool);
     } finally {
       r.close();
     }
@@ -147,15 +152,9 @@ describe('relayIntoStream: plain socket -> HTTP/2 stream without copies', () => 
       const pool = regionPools(4, 2);
       const before = { ...relayStats };
       assert.equal(relayIntoStream(r.accepted, r.upstream, pool), true);
-      const data = randomBytes(4 << 20);
-      const got = drain(r.far);
-      r.app.end(data);
-      const res = await got;
-      assert.equal(res.n, data.length);
-      assert.equal(res.sha, sha(data));
+      await sendThrough(r, 4 << 20);
       assert.ok(relayStats.inPlace - before.inPlace >= 256, `in place: ${relayStats.inPlace - before.inPlace} (4 MiB in <= 16 KiB frames)`);
-      r.accepted.destroy();
-      await until(() => outstanding(pool) === 0, 2000, `regions back (${outstanding(pool)} out)`);
+      await regionsBack(r, pool);
     } finally {
       r.close();
     }
@@ -175,8 +174,7 @@ describe('relayIntoStream: plain socket -> HTTP/2 stream without copies', () => 
       const chunk = randomBytes(1 << 20);
       for (let i = 0; i < 8; i++) r.app.write(chunk);
       await until(() => r.upstream.destroyed, 3000, 'the reset to reach the relay');
-      r.accepted.destroy(); // pipeBoth aborts the other side on a stream error
-      await until(() => outstanding(pool) === 0, 2000, `regions back (${outstanding(pool)} out)`);
+      await regionsBack(r, pool); // pipeBoth aborts the other side on a stream error
     } finally {
       r.close();
     }

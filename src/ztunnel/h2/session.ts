@@ -208,7 +208,7 @@ export class H2Session extends EventEmitter implements StreamOwner, FrameSink {
       return 0;
     }
     let sent = 0;
-    const maxFrame = Math.min(this.remoteSettings.maxFrameSize, this.#o.maxSendFrame);
+    const maxFrame = this._maxSendFrame;
     while (sent < data.length) {
       const n = Math.min(data.length - sent, stream.sendWindow.available, this.#connSend.available, maxFrame);
       if (n <= 0) {

@@ -9,6 +9,10 @@ import type { ConnectionRecord } from './connections.ts';
 import { relayIntoStream } from './read-regions.ts';
 import type { InPlaceSink } from './read-regions.ts';
 
+/** A/B measurement switches: AMBIT_RELAY_COPY=1 pipes plain -> HBONE, AMBIT_RELAY_CORK=0 writes every piece at once. */
+const IN_PLACE = process.env.AMBIT_RELAY_COPY !== '1';
+const CORK = process.env.AMBIT_RELAY_CORK !== '0';
+
 export function pipeBoth(down: Duplex, up: Duplex, rec: ConnectionRecord): void {
   // A FIN from one peer must not end our write side toward it (the other peer may still talk).
   if (down instanceof net.Socket) down.allowHalfOpen = true;
@@ -40,8 +44,7 @@ export function pipeBoth(down: Duplex, up: Duplex, rec: ConnectionRecord): void 
     else s.once('close', onClose(s, other));
   }
   // plain socket -> HBONE stream without copies where node lets us; a plain pipe otherwise
-  // (AMBIT_RELAY_COPY=1 forces the pipe: A/B measurements)
-  if (!(process.env.AMBIT_RELAY_COPY !== '1' && down instanceof net.Socket && isInPlaceSink(up) && relayIntoStream(down, up))) pipeInto(down, up);
+  if (!(IN_PLACE && down instanceof net.Socket && isInPlaceSink(up) && relayIntoStream(down, up))) pipeInto(down, up);
   if (!(up instanceof net.Socket && isInPlaceSink(down) && relayIntoStream(up, down))) pipeInto(up, down);
 }
 
@@ -61,7 +64,7 @@ const BULK_PIECE = 8 * 1024;
  * larger sends through the pod's TCP stack. Small pieces (request/response traffic) go at once.
  */
 function pipeInto(src: Duplex, dst: Duplex): void {
-  if (dst instanceof net.Socket && !(src instanceof net.Socket) && process.env.AMBIT_RELAY_CORK !== '0') {
+  if (CORK && dst instanceof net.Socket && !(src instanceof net.Socket)) {
     let corked = false;
     const uncork = (): void => {
       corked = false;
